@@ -1,0 +1,110 @@
+"""Building blocks shared by every family: drop-path, MLP, norms, layout helpers, checkpointing.
+
+Everything here needs PyTorch only.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a sample's residual branch with probability `drop_prob` (training only)."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob}'
+
+
+def drop_path_or_identity(rate: float) -> nn.Module:
+    """The official codes use nn.Identity when the rate is 0; so do we (no extra module in the graph)."""
+    return DropPath(rate) if rate > 0 else nn.Identity()
+
+
+def drop_path_schedule(rate: float, depths: Sequence[int]) -> list[list[float]]:
+    """Linearly increasing drop-path rates over all blocks, split per stage.
+
+    Matches `torch.linspace(0, rate, sum(depths))` of the official codes.
+    """
+    rates = torch.linspace(0, rate, sum(depths)).tolist()
+    out, start = [], 0
+    for d in depths:
+        out.append(rates[start:start + d])
+        start += d
+    return out
+
+
+class Mlp(nn.Module):
+    """Linear → activation → dropout → Linear → dropout on (..., C) tensors; keys `fc1`, `fc2`."""
+
+    def __init__(self, in_features: int, hidden_features: Optional[int] = None,
+                 out_features: Optional[int] = None, act_layer: Callable[[], nn.Module] = nn.GELU,
+                 drop: float = 0.0):
+        super().__init__()
+        hidden_features = hidden_features or in_features
+        out_features = out_features or in_features
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def nlc_to_nchw(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(N, H*W, C) row-major tokens → (N, C, H, W)."""
+    n, _, c = x.shape
+    return x.transpose(1, 2).reshape(n, c, hw[0], hw[1])
+
+
+def nchw_to_nlc(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) → (N, H*W, C) row-major tokens."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int | tuple[int, int]) -> torch.Tensor:
+    """Zero-pad an NCHW tensor on the right/bottom so H and W become multiples of `multiple`."""
+    mh, mw = (multiple, multiple) if isinstance(multiple, int) else multiple
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % mh, (-w) % mw
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph))
+    return x
+
+
+def build_norm2d(norm_cfg: Optional[dict], num_features: int) -> nn.Module:
+    """BatchNorm from an OpenMMLab-style cfg (`dict(type='BN'|'SyncBN', eps=..., momentum=...)`).
+
+    SyncBN becomes `nn.SyncBatchNorm`; mmengine's Runner reverts it to BN when training is not
+    distributed, and `backbones.compat` reverts it for CPU (gloo) DDP, where SyncBN cannot run.
+    """
+    cfg = dict(norm_cfg or dict(type='BN'))
+    kind = cfg.pop('type', 'BN')
+    cfg.pop('requires_grad', None)
+    if kind in ('BN', 'BN2d', 'BatchNorm', 'BatchNorm2d'):
+        return nn.BatchNorm2d(num_features, **cfg)
+    if kind in ('SyncBN', 'SyncBatchNorm'):
+        return nn.SyncBatchNorm(num_features, **cfg)
+    raise ValueError(f"unsupported norm type {kind!r}; expected 'BN' or 'SyncBN'")
+
+
+def run_maybe_checkpointed(fn: Callable, *args, enabled: bool):
+    """Run `fn(*args)`, with non-reentrant activation checkpointing when `enabled` and autograd is on."""
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)

@@ -1,0 +1,2 @@
+"""Imports every family module, so that their classes and converters register themselves."""
+from . import focalnet, hrformer, twins  # noqa: F401

@@ -1,0 +1,1 @@
+"""focalnet family (being written)."""

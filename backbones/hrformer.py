@@ -1,0 +1,1 @@
+"""hrformer family (being written)."""

@@ -1,0 +1,1 @@
+"""twins family (being written)."""
