@@ -40,7 +40,7 @@ def drop_path_schedule(rate: float, depths: Sequence[int]) -> list[list[float]]:
 
     Matches `torch.linspace(0, rate, sum(depths))` of the official codes.
     """
-    rates = torch.linspace(0, rate, sum(depths)).tolist()
+    rates = torch.linspace(0, rate, sum(depths), device='cpu').tolist()  # also under a meta device context
     out, start = [], 0
     for d in depths:
         out.append(rates[start:start + d])
