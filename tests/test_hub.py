@@ -392,3 +392,62 @@ def test_init_cfg_in_an_mmdet_config_resolves_through_the_table(server):
     for key, value in source_model.state_dict().items():
         assert torch.equal(detector.backbone.state_dict()[key], value), key
     assert server.log and server.log[-1][0] == '/det/full.pth'
+
+
+# ---- the command line ------------------------------------------------------------------------------
+def test_cli_download_verify_where(server, capsys):
+    from backbones.cli import main
+    data = _tiny_checkpoint_bytes()
+    server.files['/cli/w.pth'] = (data, 'ok')
+    entry = _entry('cli', [f'{server.url}/cli/w.pth'])
+    assert main(['download', entry.name]) == 0
+    assert 'first-use' in capsys.readouterr().out
+    assert main(['where', entry.name]) == 0
+    cached = Path(capsys.readouterr().out.split()[0])
+    assert cached.read_bytes() == data
+    assert main(['verify', entry.name]) == 0
+    cached.write_bytes(data[:300] + bytes([data[300] ^ 1]) + data[301:])
+    assert main(['verify', entry.name]) == 1
+    assert 'MISMATCH' in capsys.readouterr().out
+
+
+def test_cli_convert_writes_hashed_tensor_only_file(tmp_path, capsys):
+    from backbones.cli import main
+    model = _micro_focalnet()
+    src = tmp_path / 'trained.pth'
+    torch.save({'model': {f'module.{k}': v for k, v in model.state_dict().items()}}, src)
+    assert main(['convert', str(src), '--family', 'focalnet', '--out', str(tmp_path / 'out'),
+                 '--name', 'focalnet-micro']) == 0
+    out = capsys.readouterr().out
+    written = list((tmp_path / 'out').glob('focalnet-micro-*.pth'))
+    assert len(written) == 1
+    sha = hub.sha256_of(written[0])
+    assert written[0].name == f'focalnet-micro-{sha[:8]}.pth' and sha in out and 'Checkpoint(' in out
+    obj = torch.load(written[0], weights_only=True)
+    assert obj['meta']['family'] == 'focalnet' and obj['meta']['converter_version'] >= 1
+    assert obj['meta']['source_sha256'] == hub.sha256_of(src)
+    for key, value in model.state_dict().items():
+        assert torch.equal(obj['state_dict'][key], value)
+
+
+def test_cli_publish_strips_training_state(tmp_path, capsys):
+    from backbones.cli import main
+    src = tmp_path / 'epoch_12.pth'
+    torch.save({'state_dict': {'backbone.w': torch.ones(2)}, 'optimizer': {'state': {0: torch.zeros(2)}},
+                'message_hub': Opaque(), 'meta': {'epoch': 12, 'cfg': 'x'}}, src)
+    with pytest.raises(UnsafeCheckpointError):
+        read_checkpoint(src)
+    assert main(['publish', str(src), '--out', str(tmp_path / 'pub')]) == 0
+    written = next((tmp_path / 'pub').glob('epoch_12-*.pth'))
+    obj = torch.load(written, weights_only=True)
+    assert set(obj) == {'state_dict', 'meta'} and list(obj['state_dict']) == ['backbone.w']
+    assert obj['meta']['epoch'] == 12
+    assert "dropped: ['message_hub', 'optimizer']" in capsys.readouterr().out
+
+
+def test_python_dash_m_backbones_list():
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    out = subprocess.run([sys.executable, '-m', 'backbones', 'list', '--family', 'hrformer'], env=env,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert 'hrformer-small_coco-256x192' in out and 'sha256 prefix 5310d898' in out
+    assert 'twins' not in out.split('checkpoints;')[0]

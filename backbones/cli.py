@@ -1,0 +1,263 @@
+"""The `backbones` command (also `python -m backbones`): the checkpoint zoo from a shell.
+
+    backbones list [--family F] [--pattern P] [--sizes]
+    backbones download NAME... | --family F     [--from-file FILE]
+    backbones verify [NAME...]
+    backbones where [NAME]
+    backbones convert SRC --family F --out DIR [--name N] [--arch A] [--prefix P] [--trust]
+    backbones publish SRC --out DIR [--name N]
+    backbones swap CONFIG BACKBONE --out FILE [--checkpoint NAME]
+
+`tools/download.py`, `tools/convert.py`, `tools/publish.py` and `tools/swap_backbone.py` are thin wrappers.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+CONVERTER_VERSION = 1
+"""Bumped when a converter's output changes; written into converted files' meta."""
+
+
+def _print(*args) -> None:
+    print(*args, flush=True)
+
+
+def _human(size: Optional[int]) -> str:
+    if size is None:
+        return '-'
+    for unit in ('B', 'KiB', 'MiB', 'GiB'):
+        if size < 1024 or unit == 'GiB':
+            return f'{size:.0f} {unit}' if unit == 'B' else f'{size:.1f} {unit}'
+        size /= 1024
+    return '-'
+
+
+def _remote_size(url: str) -> Optional[int]:
+    try:
+        request = urllib.request.Request(url, method='HEAD', headers={'User-Agent': 'backbones-zoo'})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            length = response.headers.get('Content-Length')
+            return int(length) if length else None
+    except Exception:  # noqa: BLE001 - a size is a nicety
+        return None
+
+
+# ---- list / download / verify / where ---------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    from . import hub, zoo
+    names = zoo.list_checkpoints(args.pattern or '', args.family or '')
+    for name in names:
+        entry = zoo.get_checkpoint(name)
+        metric = '; '.join(f'{m.metric} {m.value:g}' for m in entry.metrics[:2]) or '-'
+        _print(f'{name}  [{entry.task}, {entry.dataset}, {entry.license}]  {metric}')
+        for source, cached in [(s, None) for s in entry.sources if not s.direct] + hub.cached_status(entry):
+            size = cached.stat().st_size if cached else (
+                _remote_size(source.url) if args.sizes and source.direct and not hub.is_offline() else None)
+            state = 'cached' if cached else ('manual' if not source.direct else 'not cached')
+            _print(f'    {source.host:16s} {source.layout:8s} {_human(size):>10s}  {state:10s}  '
+                   f'{source.hash_status}  {source.url}')
+    _print(f'{len(names)} checkpoints; cache: {hub.cache_dir()}')
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from . import hub, zoo
+    names = list(args.names)
+    if args.family:
+        names += [n for n in zoo.list_checkpoints(family=args.family) if zoo.get_checkpoint(n).direct_sources]
+    if not names:
+        _print('nothing to download: give NAMEs or --family')
+        return 2
+    if args.from_file:
+        if len(names) != 1:
+            _print('--from-file takes exactly one NAME')
+            return 2
+        fetched = hub.import_file(names[0], args.from_file)
+        _print(f'{names[0]}: imported {args.from_file} → {fetched.path} ({fetched.verification})')
+        return 0
+    failed = 0
+    for name in names:
+        try:
+            fetched = (hub.fetch_checkpoint(name) if name in zoo.all_checkpoints()
+                       else hub.fetch_url(name) if name.startswith(('http://', 'https://'))
+                       else hub.fetch_checkpoint(name))
+        except (hub.DownloadError, KeyError) as err:
+            failed += 1
+            _print(f'{name}: FAILED\n{err}')
+            continue
+        _print(f'{name}: {fetched.path}  from {fetched.url}  ({fetched.verification}, sha256 {fetched.sha256})')
+    return 1 if failed else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from . import hub, zoo
+    names = args.names or zoo.list_checkpoints()
+    bad = checked = 0
+    for name in names:
+        for source, cached in hub.cached_status(zoo.get_checkpoint(name)):
+            if cached is None:
+                continue
+            checked += 1
+            try:
+                sha, how = hub.verify_file(cached, source, record_name=hub.cache_path(source.url).name)
+                _print(f'OK        {name}  {cached}  ({how})')
+            except hub.HashMismatchError as err:
+                bad += 1
+                _print(f'MISMATCH  {name}  {err}')
+    _print(f'{checked} cached files checked, {bad} bad')
+    return 1 if bad else 0
+
+
+def cmd_where(args: argparse.Namespace) -> int:
+    from . import hub, zoo
+    if not args.name:
+        _print(hub.cache_dir())
+        return 0
+    entry = zoo.get_checkpoint(args.name)
+    found = False
+    for source, cached in hub.cached_status(entry):
+        _print(f'{cached or hub.cache_path(source.url)}  {"cached" if cached else "(not cached)"}  {source.url}')
+        found |= cached is not None
+    return 0 if found else 1
+
+
+# ---- convert / publish ------------------------------------------------------------------------------
+def _write_hashed(payload: dict, out_dir: str, name: str) -> tuple[Path, str]:
+    """Save `payload` as `{out_dir}/{name}-{sha256[:8]}.pth` (tensors and plain meta only); (path, sha256)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f'.{name}.tmp{os.getpid()}'
+    torch.save(payload, tmp)
+    sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    final = out / f'{name}-{sha[:8]}.pth'
+    os.replace(tmp, final)
+    torch.load(final, map_location='cpu', weights_only=True)  # proves it loads without unpickling code
+    return final, sha
+
+
+def _entry_snippet(name: str, backbone: str, path: Path, sha: str, layout: str = 'ours') -> str:
+    return (f"Checkpoint(\n    name='{name}', backbone='{backbone}',\n"
+            f"    sources=(Source('https://YOUR-HOST/{path.name}', 'github-release', '{layout}',\n"
+            f"                    sha256='{sha}'),),\n"
+            f"    task='...', dataset='...', license='...', paper='...', code='...'),")
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .hub import resolve_checkpoint, sha256_of
+    from .weights import convert_checkpoint, read_checkpoint
+    from . import families  # noqa: F401  (registers the converters)
+    path = resolve_checkpoint(args.src)
+    state = convert_checkpoint(read_checkpoint(path, trust=args.trust), args.family, args.prefix)
+    if args.arch:
+        _check_loads(args.family, args.arch, state)
+    name = args.name or Path(path).name.split('.')[0]
+    meta = dict(family=args.family, arch=args.arch or '', source=args.src, source_sha256=sha256_of(path),
+                converter_version=CONVERTER_VERSION, backbones_version=_version())
+    final, sha = _write_hashed({'state_dict': state, 'meta': meta}, args.out, name)
+    _print(f'wrote {final} ({len(state)} tensors, sha256 {sha})')
+    _print('table entry to add to backbones/zoo.py:')
+    _print(_entry_snippet(name, args.backbone or f'{args.family}-{args.arch or "ARCH"}', final, sha))
+    return 0
+
+
+def _check_loads(family: str, arch: str, state: dict) -> None:
+    from ._factory import _zoo
+    from .weights import load_pretrained
+    table = _zoo()
+    matches = [(c, a) for c, a in table.values() if c.FAMILY == family and a == arch]
+    if not matches:
+        raise SystemExit(f'no {family} variant named {arch!r}')
+    cls, arch = matches[0]
+    report = load_pretrained(cls(arch=arch), {'state_dict': state})
+    _print(f'checked: {report}')
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .weights import read_checkpoint, strip_training_state
+    _print(f'reading {args.src} with full unpickling: only do this with your own training output')
+    obj = read_checkpoint(args.src, trust=True)
+    stripped = strip_training_state(obj)
+    name = args.name or Path(args.src).name.split('.')[0]
+    stripped['meta'].update(published_from=Path(args.src).name, backbones_version=_version())
+    final, sha = _write_hashed(stripped, args.out, name)
+    dropped = sorted(set(obj) - {'state_dict', 'meta'}) if isinstance(obj, dict) else []
+    _print(f'wrote {final} ({len(stripped["state_dict"])} tensors, sha256 {sha}); dropped: {dropped}')
+    _print(_entry_snippet(name, args.backbone or 'BACKBONE', final, sha))
+    return 0
+
+
+def cmd_swap(args: argparse.Namespace) -> int:
+    from .swap import write_swapped_config
+    out = write_swapped_config(args.config, args.backbone, args.out, checkpoint=args.checkpoint)
+    _print(f'wrote {out}')
+    return 0
+
+
+# ---- parser -----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='backbones', description='FocalNet / Twins / HRFormer checkpoint zoo')
+    parser.add_argument('-v', '--verbose', action='store_true')
+    sub = parser.add_subparsers(dest='command', required=True)
+    p = sub.add_parser('list', help='list the zoo: checkpoints, sources, hash status, cache state')
+    p.add_argument('--family')
+    p.add_argument('--pattern')
+    p.add_argument('--sizes', action='store_true', help='ask the hosts for file sizes (network)')
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser('download', help='download checkpoints by name (or URL), or a whole family')
+    p.add_argument('names', nargs='*')
+    p.add_argument('--family')
+    p.add_argument('--from-file', help='put a hand-downloaded file (Drive/OneDrive) into the cache')
+    p.set_defaults(func=cmd_download)
+    p = sub.add_parser('verify', help='re-check the hashes of cached files')
+    p.add_argument('names', nargs='*')
+    p.set_defaults(func=cmd_verify)
+    p = sub.add_parser('where', help='print the cache directory, or where a checkpoint is cached')
+    p.add_argument('name', nargs='?')
+    p.set_defaults(func=cmd_where)
+    p = sub.add_parser('convert', help='convert any supported layout to ours: {name}-{sha256[:8]}.pth')
+    p.add_argument('src', help='path, URL or zoo name')
+    p.add_argument('--family', required=True, choices=('focalnet', 'twins', 'hrformer'))
+    p.add_argument('--out', required=True)
+    p.add_argument('--name')
+    p.add_argument('--arch', help='variant to check the converted weights against (loads strictly)')
+    p.add_argument('--backbone', help='backbone zoo name for the printed table entry')
+    p.add_argument('--prefix', help="select and strip a key prefix, e.g. 'backbone.'")
+    p.add_argument('--trust', action='store_true', help='allow full unpickling (your own files only)')
+    p.set_defaults(func=cmd_convert)
+    p = sub.add_parser('publish', help='strip optimizer/runner state from your own mmengine checkpoint')
+    p.add_argument('src')
+    p.add_argument('--out', required=True)
+    p.add_argument('--name')
+    p.add_argument('--backbone')
+    p.set_defaults(func=cmd_publish)
+    p = sub.add_parser('swap', help='swap a zoo backbone into any mmdet/mmseg/mmpose config')
+    p.add_argument('config', help="a config path or e.g. 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'")
+    p.add_argument('backbone', help="zoo backbone name, e.g. 'focalnet-tiny-srf'")
+    p.add_argument('--out', required=True)
+    p.add_argument('--checkpoint', help='zoo checkpoint name (default: the backbone\'s default)')
+    p.set_defaults(func=cmd_swap)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format='%(message)s')
+    return int(args.func(args) or 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
