@@ -170,18 +170,19 @@ class LocallyGroupedAttention(nn.Module):
         pad_b, pad_r = (-h) % ws, (-w) % ws
         x = F.pad(x.view(n, h, w, c), (0, 0, 0, pad_r, 0, pad_b))
         hp, wp = h + pad_b, w + pad_r
+        windows = (hp // ws) * (wp // ws)
         key_mask = None
         if pad_b or pad_r:
             valid = torch.zeros(1, hp, wp, dtype=torch.bool, device=x.device)
             valid[:, :h, :w] = True
-            # (1, windows, 1, 1, ws*ws): per window, which keys are real tokens
-            key_mask = self._to_windows(valid)[:, :, None, None, :]
+            # (N * windows, 1, 1, ws*ws): per window, which keys are real tokens
+            key_mask = self._to_windows(valid).reshape(windows, 1, 1, ws * ws).repeat(n, 1, 1, 1)
         head_dim = c // self.num_heads
         qkv = self.qkv(self._to_windows(x))  # (N, windows, ws*ws, 3C)
-        q, k, v = qkv.reshape(n, -1, ws * ws, 3, self.num_heads, head_dim).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv.reshape(n * windows, ws * ws, 3, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
         out = multihead_attention(q, k, v, scale=self.scale, key_mask=key_mask,
                                   dropout=self.attn_drop if self.training else 0.0)
-        out = out.transpose(2, 3).reshape(n, hp // ws, wp // ws, ws, ws, c).transpose(2, 3)
+        out = out.transpose(1, 2).reshape(n, hp // ws, wp // ws, ws, ws, c).transpose(2, 3)
         out = out.reshape(n, hp, wp, c)[:, :h, :w].reshape(n, length, c)
         return self.proj_drop(self.proj(out))
 
