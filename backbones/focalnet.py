@@ -28,6 +28,7 @@ from torch import nn
 
 from ._base import DenseBackbone, register_backbone, register_converter
 from ._layers import Mlp, drop_path_or_identity, drop_path_schedule, pad_to_multiple, run_maybe_checkpointed
+from .weights import CheckpointError
 
 logger = logging.getLogger('backbones')
 
@@ -447,7 +448,6 @@ def convert_focalnet(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     timm (`stem.proj.weight`), HF transformers (`[focalnet.]embeddings.patch_embeddings.projection.*`).
     Container and `backbone.`/`module.` prefixes are removed before (`weights.unwrap_state_dict`).
     """
-    from .weights import CheckpointError
     keys = list(state_dict)
     if 'patch_embed.proj.weight' in state_dict:
         return dict(state_dict)
