@@ -8,7 +8,7 @@ import torch
 
 from backbones import CheckpointError, count_parameters, load_pretrained
 from backbones.hrformer import HRFormer, WindowAttention, convert_hrformer, relative_position_index
-from tests.conftest import GOLDEN, golden_case
+from conftest import GOLDEN, golden_case  # tests/ is on sys.path under pytest (rootdir conftest)
 
 CASES = ['cls_a_224_unpatched', 'cls_a_128_patched', 'cls_b_100x76_patched',
          'pose_c_multiscale_128x96', 'pose_d_default_100x76']
@@ -343,8 +343,14 @@ def test_mmpose_peer(with_pad_mask):
     report = load_pretrained(ours, {'state_dict': {f'backbone.{k}': v for k, v in peer.state_dict().items()}})
     assert report.loaded == report.expected
     x = torch.randn(2, 3, 128, 96, generator=gen)
+    peer.eval()          # mmpose's HRNet.train() returns None
     with torch.no_grad():
-        theirs, mine = peer.eval()(x), ours.eval()(x)
+        theirs, mine = peer(x), ours.eval()(x)
     assert len(theirs) == len(mine) == 4
     for a, b in zip(mine, theirs):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    # and the official-pose switch (no relative position bias) does not agree with mmpose
+    no_rpe = HRFormer(arch=arch, with_rpe=False, fuse_upsample='bilinear', pad_mask=with_pad_mask)
+    load_pretrained(no_rpe, {'state_dict': {f'backbone.{k}': v for k, v in peer.state_dict().items()}})
+    with torch.no_grad():
+        assert not torch.allclose(no_rpe.eval()(x)[0], theirs[0], atol=1e-4, rtol=1e-4)
