@@ -128,6 +128,8 @@ class DenseBackbone(nn.Module):
         raise NotImplementedError
 
     def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:  # -1 (default): nothing frozen, as in OpenMMLab
+            return
         for stage in range(-1, self.frozen_stages + 1):
             for module in self.stage_modules(stage):
                 module.eval()

@@ -59,7 +59,8 @@ if ! ls "$house"/mmcv-$MMCV_VERSION-*.whl >/dev/null 2>&1; then
 fi
 if ! ls "$house"/xtcocotools-*.whl >/dev/null 2>&1; then
   log "building xtcocotools from source (the binary wheel is ABI-broken against numpy 2)"
-  pip wheel -q --no-deps --no-binary xtcocotools -w "$house" xtcocotools==1.14.3
+  pip install -q numpy cython "setuptools<70"
+  pip wheel -q --no-deps --no-build-isolation --no-binary xtcocotools -w "$house" xtcocotools==1.14.3
 fi
 log "installing the OpenMMLab stack"
 pip install -q --find-links "$house" --no-index --no-deps "$house"/mmcv-$MMCV_VERSION-*.whl "$house"/xtcocotools-*.whl
@@ -70,7 +71,7 @@ pip install -q json-tricks munkres matplotlib scipy
 pip install -q "setuptools>=77.0.3,<81"
 log "installing the package (editable) with its test extras"
 pip install -q --no-build-isolation --no-deps -e "$repo"
-pip install -q pytest pytest-timeout safetensors filelock
+pip install -q pytest pytest-timeout safetensors filelock transformers onnx onnxruntime
 "$venv/bin/python" -c 'import mmcv.ops, mmdet, mmseg, mmengine; import backbones' 
 echo "$stamp_inputs" > "$stamp"
 log "environment ready: $venv"

@@ -1,0 +1,180 @@
+"""Train / test any mmdet, mmseg or mmpose config with mmengine's Runner, on CPU or GPU.
+
+`tools/train.py`, `tools/test.py` and `python -m backbones train|test` are thin wrappers over
+`train()` and `test()`. Handled here (research/stack.md §4):
+- checkpoints under torch's `weights_only` default: every local checkpoint is first read with
+  `weights_only=True`; a Runner checkpoint (which pickles optimizer/message-hub objects) is read in
+  full only when it lies inside this run's work_dir or a folder the user trusted (`--trust`);
+- CPU distributed training (torchrun, slurm): gloo, DDP without device_ids, SyncBN → BN;
+- `--amp`: bf16 autocast on CPU, fp16 with loss scaling on GPU.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import os.path as osp
+import pickle
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+_TRUSTED_ROOTS: list[Path] = []
+
+
+def trust_checkpoints_under(*folders: str | os.PathLike) -> None:
+    """Allow full unpickling for checkpoints inside these folders (the user's own runs)."""
+    for folder in folders:
+        _TRUSTED_ROOTS.append(Path(folder).resolve())
+
+
+def _is_trusted(path: str) -> bool:
+    resolved = Path(path).resolve()
+    return any(root == resolved or root in resolved.parents for root in _TRUSTED_ROOTS)
+
+
+def _load_local_checkpoint(filename: str, map_location=None, logger=None):
+    """mmengine loader for plain paths: weights-only first, full unpickling only for trusted files."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    try:
+        return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        if not _is_trusted(filename):
+            raise pickle.UnpicklingError(
+                f'{filename} is not a tensor-only checkpoint and does not lie in a trusted folder; refused '
+                'because unpickling can run arbitrary code. Resume from your own work_dir, pass --trust '
+                'FOLDER, or strip it with `backbones publish`.') from None
+        logging.getLogger('backbones').info('reading trusted Runner checkpoint %s in full', filename)
+        return torch.load(filename, map_location=map_location, weights_only=False)
+
+
+def _install_checkpoint_loader() -> None:
+    from mmengine.runner.checkpoint import CheckpointLoader
+    CheckpointLoader.register_scheme(prefixes='', force=True)(_load_local_checkpoint)
+
+
+def _replace_syncbn(node):
+    """Config tree: every norm_cfg of type SyncBN becomes BN (SyncBN cannot run without CUDA)."""
+    if isinstance(node, dict):
+        if node.get('type') in ('SyncBN', 'MMSyncBN'):
+            node['type'] = 'BN'
+        for value in node.values():
+            _replace_syncbn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _replace_syncbn(value)
+
+
+def prepare_config(config: str, work_dir: Optional[str] = None, cfg_options: Optional[dict] = None,
+                   launcher: str = 'none', amp: bool = False):
+    """Read a config and apply the command-line choices and the CPU adaptations."""
+    from mmengine.config import Config
+    import backbones.registry  # noqa: F401  (registration + compat shims before any build)
+
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(config))[0])
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        _replace_syncbn(cfg._cfg_dict)
+        if launcher != 'none':
+            cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+            cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
+                                         broadcast_buffers=False, find_unused_parameters=False)
+    if amp:
+        wrapper = cfg.optim_wrapper
+        if wrapper.get('type', 'OptimWrapper') == 'OptimWrapper':
+            wrapper.type = 'AmpOptimWrapper'
+            wrapper.loss_scale = 'dynamic' if cuda else None
+            if not cuda:
+                wrapper.dtype = 'bfloat16'
+                wrapper.pop('loss_scale')
+    return cfg
+
+
+def _init_cpu_distributed(launcher: str) -> None:
+    """mmengine's pytorch launcher assumes CUDA; on CPU the process group is created here (gloo)."""
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    import torch.distributed as dist
+    if dist.is_initialized():
+        return
+    if launcher == 'slurm' and 'RANK' not in os.environ:
+        os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
+        os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
+        os.environ.setdefault('LOCAL_RANK', os.environ.get('SLURM_LOCALID', '0'))
+    dist.init_process_group('gloo')
+
+
+def train(config: str, work_dir: Optional[str] = None, resume: Optional[str | bool] = None,
+          amp: bool = False, cfg_options: Optional[dict] = None, launcher: str = 'none',
+          trusted: Sequence[str] = ()):
+    """Train; `resume=True` continues from the work_dir's last checkpoint, a path from that file."""
+    from mmengine.runner import Runner
+
+    cfg = prepare_config(config, work_dir, cfg_options, launcher, amp)
+    if resume:
+        cfg.resume = True
+        cfg.load_from = None if resume is True else resume
+    _install_checkpoint_loader()
+    trust_checkpoints_under(cfg.work_dir, *trusted)
+    _init_cpu_distributed(launcher)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return runner
+
+
+def test(config: str, checkpoint: str, work_dir: Optional[str] = None, cfg_options: Optional[dict] = None,
+         launcher: str = 'none', trusted: Sequence[str] = ()) -> dict:
+    """Evaluate `checkpoint` on the config's test set; returns the metrics dict."""
+    from mmengine.runner import Runner
+
+    cfg = prepare_config(config, work_dir, cfg_options, launcher)
+    cfg.load_from = checkpoint
+    _install_checkpoint_loader()
+    trust_checkpoints_under(cfg.work_dir, *trusted)
+    _init_cpu_distributed(launcher)
+    runner = Runner.from_cfg(cfg)
+    return runner.test()
+
+
+def _add_common_arguments(parser) -> None:
+    from mmengine.config import DictAction
+    parser.add_argument('config', help='config file (ours in configs/, or any mmdet/mmseg/mmpose one)')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go (default work_dirs/<config>)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override config keys, e.g. train_cfg.max_iters=100')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--trust', nargs='*', default=[], metavar='FOLDER',
+                        help='folders whose full (non tensor-only) checkpoints may be unpickled')
+
+
+def train_main(argv: Optional[Sequence[str]] = None) -> None:
+    import argparse
+    parser = argparse.ArgumentParser(description='Train a detector, segmentor or pose model')
+    _add_common_arguments(parser)
+    parser.add_argument('--resume', nargs='?', const=True, default=None,
+                        help='resume from the work_dir\'s latest checkpoint, or from the given one')
+    parser.add_argument('--amp', action='store_true', help='mixed precision (bf16 on CPU, fp16 on GPU)')
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    train(args.config, args.work_dir, args.resume, args.amp, args.cfg_options, args.launcher, args.trust)
+
+
+def test_main(argv: Optional[Sequence[str]] = None) -> None:
+    import argparse
+    parser = argparse.ArgumentParser(description='Evaluate a trained checkpoint')
+    _add_common_arguments(parser)
+    parser.add_argument('checkpoint', help='checkpoint file')
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    metrics = test(args.config, args.checkpoint, args.work_dir, args.cfg_options, args.launcher, args.trust)
+    print(metrics)
