@@ -1,0 +1,7 @@
+_base_ = './mask-rcnn_twins-pcpvt-s_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        type='backbones.PCPVT', arch='large',
+        init_cfg=dict(type='Pretrained', checkpoint='twins-pcpvt-large_in1k')),
+    neck=dict(in_channels=[64, 128, 320, 512]))
