@@ -109,6 +109,8 @@ def swap_backbone(config: str, backbone: str, *, checkpoint: Optional[str] = Non
     overrides['backbone'] = dict(
         _delete_=True, type=f'backbones.{cls.__name__}', arch=arch, out_indices=list(out_indices),
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint))
+    if model.get('pretrained'):  # mmseg passes model.pretrained on to the backbone; ours use init_cfg
+        overrides['pretrained'] = None
     preprocessor = model.get('data_preprocessor')
     if isinstance(preprocessor, dict):
         overrides['data_preprocessor'] = dict(mean=list(entry.mean), std=list(entry.std))

@@ -111,3 +111,23 @@ def test_queries_and_run_time_registration():
                        sources=(zoo.Source('https://e/x', 'test', 'ours'),))
     with pytest.raises(ValueError):
         zoo.Source('https://e/x', 'test', 'ours', sha256='abc')
+
+
+@pytest.mark.slow
+def test_committed_model_cards_equal_the_generator_output():
+    """model_cards/<family>.md are generated (tools/gen_model_cards.py); a drift from the table fails."""
+    import importlib.util
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location('gen_model_cards', repo / 'tools' / 'gen_model_cards.py')
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    for family in generator.FAMILIES:
+        card = repo / 'model_cards' / f'{family}.md'
+        assert card.exists(), f'{card} missing: run tools/gen_model_cards.py'
+        assert card.read_text() == generator.render(family), f'{card} is stale: run tools/gen_model_cards.py'
+    text = (repo / 'model_cards' / 'twins.md').read_text()
+    for entry in zoo.CHECKPOINTS:   # every checkpoint, its sources and hash status appear on its card
+        card = (repo / 'model_cards' / f'{entry.family}.md').read_text()
+        assert f'`{entry.name}`' in card and all(s.url in card for s in entry.sources)
+    assert 'sha256 prefix e638c41c in file name' in text
