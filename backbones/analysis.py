@@ -25,9 +25,9 @@ kept — never a full attention map.
 
 FocalNet has no attention. For its focal modulation layers we report the **effective focal extent**:
 the gate-weighted mean distance of the context each level aggregates — level l sees a square of
-1 + Σ_{i≤l}(k_i − 1) tokens (the stacked depthwise kernels), scored by the mean distance of a uniform
-square of that size from its centre; the global level by the mean distance over all token pairs of the
-map — weighted per token by |gate_l| / Σ|gate|. It is chosen over the gradient-based effective
+1 + Σ_{i≤l}(k_i − 1) tokens (the stacked depthwise kernels), scored by the mean distance of uniform
+attention over that square around each token, clipped at the map border; the global level by the mean
+distance over all token pairs of the map — weighted per token by |gate_l| / Σ|gate|. It is chosen over the gradient-based effective
 receptive field because it is read off one forward pass with the same hooks and bounded memory, and
 it measures exactly the quantity the gates learn (how far each token looks); it ignores the shape of
 the learned kernels, so it is an upper-bound-style proxy, not an attention distance.
@@ -55,13 +55,16 @@ def centred_window_distance(k: int) -> float:
     return float(torch.sqrt(offsets[:, None] ** 2 + offsets[None, :] ** 2).mean())
 
 
-def mean_grid_distance(h: int, w: int) -> float:
-    """Mean Euclidean distance (tokens) over all ordered (query, key) pairs of an h×w token grid."""
-    dy = torch.arange(-(h - 1), h, dtype=torch.float64)
-    dx = torch.arange(-(w - 1), w, dtype=torch.float64)
+def mean_grid_distance(h: int, w: int, radius: Optional[int] = None) -> float:
+    """Mean Euclidean distance (tokens) over all ordered (query, key) pairs of an h×w token grid, or only
+    the pairs with |Δrow|, |Δcol| <= `radius` (a (2r+1)² square around each query, clipped at the border)."""
+    r_h = h - 1 if radius is None else min(radius, h - 1)
+    r_w = w - 1 if radius is None else min(radius, w - 1)
+    dy = torch.arange(-r_h, r_h + 1, dtype=torch.float64)
+    dx = torch.arange(-r_w, r_w + 1, dtype=torch.float64)
     count = (h - dy.abs())[:, None] * (w - dx.abs())[None, :]
     dist = torch.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2)
-    return float((count * dist).sum() / (h * w) ** 2)
+    return float((count * dist).sum() / count.sum())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -376,10 +379,10 @@ class AttentionLocality:
         n, h, w, c = x.shape
         gates = mod.f(x)[..., 2 * c:].abs().double()                          # N, H, W, L+1
         share = gates / gates.sum(-1, keepdim=True).clamp_min(1e-300)
-        extents, size = [], 1
+        extents, radius = [], 0
         for k in mod.kernel_sizes:
-            size += k - 1
-            extents.append(centred_window_distance(size))
+            radius += (k - 1) // 2
+            extents.append(mean_grid_distance(h, w, radius))   # receptive square, clipped at the border
         extents.append(mean_grid_distance(h, w))
         extent = torch.tensor(extents, dtype=torch.float64, device=x.device) * layer.stride
         effective = (share * extent).sum(-1).mean((1, 2))                     # N

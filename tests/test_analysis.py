@@ -42,6 +42,15 @@ def test_uniform_window_closed_form():
     stats = chunk_statistics(AttentionChunk(probs, keys[None], keys[None]))
     assert float(stats['mad'] / stats['count']) == pytest.approx((2 + math.sqrt(2)) / 4, abs=1e-12)
     assert mean_grid_distance(2, 2) == pytest.approx((2 + math.sqrt(2)) / 4, abs=1e-12)
+    # a radius-limited square clipped at the border: brute force over every (query, key) pair
+    h, w, radius = 4, 6, 1
+    pos = _grid(h, w)
+    diff = (pos[:, None] - pos[None]).abs()
+    near = (diff <= radius).all(-1)
+    brute = float(torch.cdist(pos, pos)[near].mean())
+    assert mean_grid_distance(h, w, radius) == pytest.approx(brute, abs=1e-12)
+    assert mean_grid_distance(h, w, 10) == pytest.approx(mean_grid_distance(h, w), abs=1e-12)
+    assert mean_grid_distance(200, 200, 1) == pytest.approx(centred_window_distance(3), rel=1e-2)
 
 
 def test_masked_padded_keys_change_nothing():
