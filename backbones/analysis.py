@@ -184,6 +184,7 @@ def _lsa_chunks(mod: nn.Module, x: torch.Tensor, hw: tuple[int, int], chunk: int
     valid = _windows(valid, ws)[0]                                            # nW, ws²
     pos = _windows(_grid_centres(hp, wp, device=x.device).reshape(1, hp, wp, 2), ws)[0]   # nW, ws², 2
     windows = _windows(xp, ws)                                                # N, nW, ws², C
+    chunk = max(1, chunk // (ws * ws))                                        # queries → windows per step
     outs = []
     for start in range(0, windows.shape[1], chunk):
         qkv = mod.qkv(windows[:, start:start + chunk])
@@ -224,6 +225,7 @@ def _hrformer_chunks(mod: nn.Module, x: torch.Tensor, chunk: int,
         table = mod.relative_position_bias_table[mod.relative_position_index.reshape(-1)]
         bias = table.reshape(ws * ws, ws * ws, heads).permute(2, 0, 1).to(x.dtype)  # heads, L, L
     windows = _windows(xp, ws)
+    chunk = max(1, chunk // (ws * ws))                                        # queries → windows per step
     outs = []
     for start in range(0, windows.shape[1], chunk):
         qkv = mod.qkv(windows[:, start:start + chunk])
@@ -313,7 +315,8 @@ class AttentionLocality:
     Use as a context manager; call `run(images)` per batch (N, 3, H, W); `records()` gives per-image
     values, `summarize(...)` per-head and per-layer tables. `verify=True` also rebuilds each module's
     output from the recomputed probabilities and stores the max abs difference in `max_output_error`.
-    Memory: `chunk` queries (GSA) or windows (LSA/HRFormer) at a time; per image only scalars are kept.
+    Memory: about `chunk` queries at a time (GSA: query rows; LSA/HRFormer: chunk // window² windows);
+    per image only per-head scalars are kept.
     """
 
     def __init__(self, model: nn.Module, chunk: int = 1024, verify: bool = False):

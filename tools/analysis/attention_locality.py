@@ -222,7 +222,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument('--size', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'))
     parser.add_argument('--max-images', type=int, default=32)
     parser.add_argument('--batch-size', type=int, default=4)
-    parser.add_argument('--chunk', type=int, default=1024, help='queries (GSA) / windows per step: bounds memory')
+    parser.add_argument('--chunk', type=int, default=1024, help='queries per step (windowed attention: whole windows): bounds memory')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--trust', action='store_true', help='allow full (pickled) checkpoints you trust')
     parser.add_argument('--out', type=Path, default=None, help='output folder (default work_dirs/attention_locality/...)')
