@@ -66,7 +66,7 @@ class FocalModulation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[-1]
-        x = self.f(x).permute(0, 3, 1, 2).contiguous()
+        x = self.f(x).permute(0, 3, 1, 2)  # channels-last NCHW view: no copy; convs keep that layout
         query, ctx, gates = torch.split(x, (channels, channels, self.focal_level + 1), dim=1)
         ctx_all = 0
         for level, focal_layer in enumerate(self.focal_layers):
@@ -76,7 +76,7 @@ class FocalModulation(nn.Module):
         ctx_all = ctx_all + ctx_global * gates[:, self.focal_level:]
         if self.normalize_modulator:
             ctx_all = ctx_all / (self.focal_level + 1)
-        out = (query * self.h(ctx_all)).permute(0, 2, 3, 1).contiguous()
+        out = (query * self.h(ctx_all)).permute(0, 2, 3, 1)
         if hasattr(self, 'ln'):
             out = self.ln(out)
         return self.proj_drop(self.proj(out))

@@ -1,0 +1,431 @@
+"""Speed and memory benchmark: ours vs the installable peer implementations with the same weights.
+
+Measures, for any zoo variant: inference latency / throughput, one training step (forward + backward
++ AdamW step) and peak memory, at any input size, batch size, thread count, fp32 or bf16 autocast,
+eager or `torch.compile`. Every configuration runs in a FRESH subprocess (no allocator or thread-pool
+state shared between configurations): warm-up iterations, then >= 5 timed repeats; median, min, max
+and interquartile range are reported.
+
+Peak memory:
+* CPU: peak resident set size (Linux `VmHWM`) above the resident size of the built model, optimizer and
+  input (`VmRSS`), measured inside the subprocess after resetting the high-water mark through
+  `/proc/self/clear_refs` (value 5). This is what the process really holds at its peak (activations,
+  gradients, optimizer state, allocator slack), not tensor bytes; `tracemalloc` does not see torch's
+  allocations. Where `clear_refs` is not writable, `ru_maxrss` (whole process lifetime) is reported and
+  flagged.
+* CUDA: `torch.cuda.max_memory_allocated` above the memory allocated before the timed loop.
+
+`--compare` runs the peer of each variant (mmseg 1.2.2 `PCPVT`/`SVT`, mmpose 1.3.2 `HRFormer`, HF
+transformers `FocalNetModel`) in the same run: the peer is built with a fixed seed, its state dict is
+converted by OUR converter into our model, so both compute the same function with the same weights;
+the report gives the speed ratio (peer time / our time, > 1 = we are faster), the memory ratio (ours /
+peer) and the max absolute output difference on the same input.
+
+Usage::
+
+    python tools/benchmark.py twins-pcpvt-small --size 512x512 --batch 1 --threads 2 --compare
+    python tools/benchmark.py hrformer-small --size 256x192 --batch 8 --mode train --compare --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+import torch
+
+# ---------------------------------------------------------------------------------------------------
+# configurations
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    """One measured configuration (one subprocess)."""
+    variant: str                      # zoo name, e.g. 'twins-pcpvt-small'
+    impl: str = 'ours'                # 'ours' or 'peer'
+    mode: str = 'infer'               # 'infer' or 'train'
+    size: tuple[int, int] = (512, 512)
+    batch: int = 1
+    threads: int = 2
+    dtype: str = 'fp32'               # 'fp32' or 'bf16' (autocast)
+    compile: bool = False
+    device: str = 'cpu'
+    warmup: int = 2
+    repeats: int = 5
+    compare: bool = False             # ours built with the peer's weights (converted)
+    arch_overrides: dict = field(default_factory=dict)
+    outputs_path: Optional[str] = None  # where the worker saves its outputs for the max-diff check
+
+
+PEERS = {'twins-pcpvt': 'mmseg PCPVT', 'twins-svt': 'mmseg SVT', 'hrformer': 'mmpose HRFormer',
+         'focalnet': 'HF FocalNetModel'}
+
+
+def _family_of(variant: str) -> str:
+    for prefix in PEERS:
+        if variant.startswith(prefix + '-'):
+            return prefix
+    raise KeyError(f'no peer known for {variant!r}; peers exist for {sorted(PEERS)}')
+
+
+# ---------------------------------------------------------------------------------------------------
+# model building (ours and peers)
+# ---------------------------------------------------------------------------------------------------
+def _our_class_and_arch(variant: str, overrides: dict) -> tuple[type, dict]:
+    from ._factory import _zoo
+    zoo = _zoo()
+    if variant not in zoo:
+        raise KeyError(f'unknown variant {variant!r}; backbones.list_backbones() lists them')
+    cls, arch = zoo[variant]
+    cfg = cls.resolve_arch(arch)
+    cfg.update(overrides)
+    return cls, cfg
+
+
+def _mmpose_extra(cfg: dict) -> dict:
+    extra = dict(drop_path_rate=0.0, with_pad_mask=False, stage1=dict(cfg['stage1']))
+    for s in ('stage2', 'stage3', 'stage4'):
+        st = dict(cfg[s])
+        st['window_sizes'] = st.pop('num_window_sizes')
+        st['mlp_ratios'] = st.pop('num_mlp_ratios')
+        st['block'] = 'HRFORMERBLOCK'
+        extra[s] = st
+    return extra
+
+
+def build_peer(variant: str, overrides: Optional[dict] = None) -> torch.nn.Module:
+    """The installed peer implementation of `variant`, randomly initialised with seed 0."""
+    family = _family_of(variant)
+    _, cfg = _our_class_and_arch(variant, overrides or {})
+    torch.manual_seed(0)
+    if family in ('twins-pcpvt', 'twins-svt'):
+        from mmseg.models import backbones as mmseg_backbones
+        common = dict(in_channels=3, embed_dims=cfg['embed_dims'], num_heads=cfg['num_heads'],
+                      mlp_ratios=cfg['mlp_ratios'], qkv_bias=True, depths=cfg['depths'],
+                      sr_ratios=cfg['sr_ratios'], drop_path_rate=0.0)
+        if family == 'twins-svt':
+            return mmseg_backbones.SVT(windiow_sizes=cfg['wss'], norm_after_stage=True, **common)
+        return mmseg_backbones.PCPVT(norm_after_stage=False, **common)
+    if family == 'hrformer':
+        from mmpose.models.backbones.hrformer import HRFormer as MMPoseHRFormer
+        peer = MMPoseHRFormer(extra=_mmpose_extra(copy.deepcopy(cfg)), norm_cfg=dict(type='BN'))
+        peer.init_weights()
+        return peer
+    import transformers
+    config = transformers.FocalNetConfig(
+        embed_dim=cfg['embed_dim'], depths=cfg['depths'], focal_levels=cfg['focal_levels'],
+        focal_windows=cfg['focal_windows'], use_conv_embed=cfg['use_conv_embed'],
+        use_layerscale=cfg['use_layerscale'], layerscale_value=cfg['layerscale_value'],
+        use_post_layernorm=cfg['use_postln'], use_post_layernorm_in_modulation=cfg['use_postln_in_modulation'],
+        normalize_modulator=cfg['normalize_modulator'], hidden_dropout_prob=0.0, drop_path_rate=0.0)
+    return transformers.FocalNetModel(config, add_pooling_layer=False)
+
+
+def build_ours(variant: str, overrides: Optional[dict] = None, peer_weights: bool = False) -> torch.nn.Module:
+    """Our model of `variant` (drop-path 0). With `peer_weights`, switched to compute the peer's
+    function (LayerNorm eps, RPE, fusion mode) and loaded with the peer's weights via our converter."""
+    from .weights import load_pretrained
+    family = _family_of(variant) if peer_weights else None
+    cls, cfg = _our_class_and_arch(variant, overrides or {})
+    kwargs: dict[str, Any] = dict(drop_path_rate=0.0)
+    if family == 'twins-svt':
+        cfg['norm_layer'] = 'torch.nn.LayerNorm'   # mmseg's LayerNorms use eps 1e-5
+    if family == 'hrformer':
+        kwargs.update(with_rpe=True, fuse_upsample='bilinear', pad_mask=False)
+    if family == 'focalnet':
+        kwargs.update(out_norm=False, stem_conv_padding=2)  # HF: classification layout, no dense norms
+    model = cls(arch=cfg, **kwargs)
+    if peer_weights:
+        peer_state = build_peer(variant, overrides).state_dict()
+        load_pretrained(model, {'state_dict': peer_state})
+    return model
+
+
+def _as_outputs(impl: str, variant: str, out: Any) -> list[torch.Tensor]:
+    """Feature maps an implementation returns, in a comparable order (NCHW)."""
+    if impl == 'peer' and variant.startswith('focalnet-'):
+        return [out.reshaped_hidden_states[-1]]   # HF: stage outputs come after the downsample
+    outs = list(out)
+    if impl == 'ours' and variant.startswith('focalnet-'):
+        return outs[-1:]
+    return outs
+
+
+def _run_peer(model: torch.nn.Module, variant: str, x: torch.Tensor) -> Any:
+    if variant.startswith('focalnet-'):
+        return model(x, output_hidden_states=True)   # dense use needs every stage
+    return model(x)
+
+
+def _loss(outs: Any, variant: str, impl: str) -> torch.Tensor:
+    if impl == 'peer' and variant.startswith('focalnet-'):
+        outs = outs.reshaped_hidden_states[1:]
+    return sum(o.float().mean() for o in outs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# memory probes
+# ---------------------------------------------------------------------------------------------------
+def _proc_status_kib(field_name: str) -> Optional[int]:
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(field_name + ':'):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------
+# worker (one configuration, in its own process)
+# ---------------------------------------------------------------------------------------------------
+def run_config(cfg: Config) -> dict:
+    """Measure one configuration in THIS process (use `measure` to get a fresh subprocess)."""
+    torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    if cfg.impl == 'ours':
+        model = build_ours(cfg.variant, cfg.arch_overrides, peer_weights=cfg.compare)
+    else:
+        model = build_peer(cfg.variant, cfg.arch_overrides)
+    model.to(device)
+    train = cfg.mode == 'train'
+    model.train(train)
+    runner = torch.compile(model) if cfg.compile else model
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(cfg.batch, 3, *cfg.size, generator=gen).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if train else None
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == 'bf16')
+
+    def forward():
+        with autocast:
+            return runner(x) if cfg.impl == 'ours' else _run_peer(runner, cfg.variant, x)
+
+    def step():
+        if train:
+            optimizer.zero_grad(set_to_none=True)
+            _loss(forward(), cfg.variant, cfg.impl).backward()
+            optimizer.step()
+        else:
+            with torch.inference_mode():
+                forward()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        base_mem = torch.cuda.memory_allocated()
+    peak_reset = _reset_peak_rss()
+    base_rss = _proc_status_kib('VmRSS')
+    t_compile = time.perf_counter()
+    step()                                   # first call (compilation when compiling)
+    first_call_s = time.perf_counter() - t_compile
+    for _ in range(max(cfg.warmup - 1, 0)):
+        step()
+    times = []
+    for _ in range(cfg.repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1e3)
+    if device.type == 'cuda':
+        peak_mib = (torch.cuda.max_memory_allocated() - base_mem) / 2 ** 20
+        memory_method = 'cuda.max_memory_allocated - allocated before the loop'
+    elif peak_reset and base_rss is not None:
+        peak_mib = (_proc_status_kib('VmHWM') - base_rss) / 1024
+        memory_method = 'VmHWM (reset via clear_refs) - VmRSS of the built model'
+    else:
+        import resource
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        memory_method = 'ru_maxrss (whole process, includes the model)'
+    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    result = dict(asdict(cfg), median_ms=statistics.median(times), min_ms=min(times), max_ms=max(times),
+                  iqr_ms=q[2] - q[0], times_ms=times, throughput_img_s=cfg.batch / statistics.median(times) * 1e3,
+                  peak_mem_mib=peak_mib, memory_method=memory_method, first_call_s=first_call_s,
+                  params_m=sum(p.numel() for p in model.parameters()) / 1e6,
+                  torch=torch.__version__, host=_host())
+    if cfg.outputs_path:
+        model.eval()
+        with torch.inference_mode(), autocast:
+            xs = torch.randn(1, 3, *cfg.size, generator=torch.Generator().manual_seed(1)).to(device)
+            out = runner(xs) if cfg.impl == 'ours' else _run_peer(runner, cfg.variant, xs)
+            torch.save([o.float().cpu() for o in _as_outputs(cfg.impl, cfg.variant, out)], cfg.outputs_path)
+    return result
+
+
+def _host() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return 'cpu'
+
+
+def measure(cfg: Config) -> dict:
+    """Run `cfg` in a fresh subprocess (OMP/MKL threads set before torch starts) and return its record."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(cfg.threads), MKL_NUM_THREADS=str(cfg.threads))
+    cmd = [sys.executable, '-m', 'backbones.benchmark', '--worker', json.dumps(asdict(cfg))]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return dict(asdict(cfg), error=proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
+                    f'exit {proc.returncode}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------------
+# driver and report
+# ---------------------------------------------------------------------------------------------------
+def _key(r: dict) -> tuple:
+    return (r['variant'], r['mode'], tuple(r['size']), r['batch'], r['threads'], r['dtype'], r['compile'])
+
+
+def benchmark(variants: list[str], sizes: list[tuple[int, int]], batches: list[int], modes: list[str],
+              threads: list[int], dtypes: list[str], compile_modes: list[bool], compare: bool,
+              device: str = 'cpu', warmup: int = 2, repeats: int = 5, arch_overrides: Optional[dict] = None,
+              log=print) -> list[dict]:
+    """Every combination, ours (and the peer with `compare`), one subprocess each, run one after another."""
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in variants:
+            for mode in modes:
+                for size in sizes:
+                    for batch in batches:
+                        for n_threads in threads:
+                            for dtype in dtypes:
+                                for comp in compile_modes:
+                                    group = []
+                                    for impl in (('peer', 'ours') if compare else ('ours',)):
+                                        outputs_path = (os.path.join(tmp, f'{impl}.pt')
+                                                        if compare and mode == 'infer' else None)
+                                        cfg = Config(variant=variant, impl=impl, mode=mode, size=size,
+                                                     batch=batch, threads=n_threads, dtype=dtype, compile=comp,
+                                                     device=device, warmup=warmup, repeats=repeats,
+                                                     compare=compare, arch_overrides=arch_overrides or {},
+                                                     outputs_path=outputs_path)
+                                        rec = measure(cfg)
+                                        log(_one_line(rec))
+                                        group.append(rec)
+                                    if compare and len(group) == 2 and not any('error' in g for g in group):
+                                        peer, ours = group
+                                        ours['speedup_vs_peer'] = peer['median_ms'] / ours['median_ms']
+                                        ours['mem_ratio_vs_peer'] = (ours['peak_mem_mib'] / peer['peak_mem_mib']
+                                                                     if peer['peak_mem_mib'] > 0 else None)
+                                        if mode == 'infer':
+                                            a = torch.load(os.path.join(tmp, 'ours.pt'), weights_only=True)
+                                            b = torch.load(os.path.join(tmp, 'peer.pt'), weights_only=True)
+                                            ours['max_abs_diff_vs_peer'] = max(
+                                                (u - v).abs().max().item() for u, v in zip(a, b))
+                                    records.extend(group)
+    return records
+
+
+def _one_line(r: dict) -> str:
+    if 'error' in r:
+        return f"  {r['variant']} {r['impl']} {r['mode']}: ERROR {r['error']}"
+    return (f"  {r['variant']:<20} {r['impl']:<4} {r['mode']:<5} {r['size'][0]}x{r['size'][1]} b{r['batch']} "
+            f"t{r['threads']} {r['dtype']}{' compiled' if r['compile'] else ''}: median {r['median_ms']:.1f} ms "
+            f"[{r['min_ms']:.1f}, {r['max_ms']:.1f}] peak {r['peak_mem_mib']:.0f} MiB")
+
+
+def format_table(records: list[dict]) -> str:
+    """One row per configuration: ours, the peer, ratios and max output difference."""
+    by_key: dict[tuple, dict] = {}
+    for r in records:
+        if 'error' not in r:
+            by_key.setdefault(_key(r), {})[r['impl']] = r
+    head = ('variant', 'mode', 'input', 'b', 'thr', 'dtype', 'compile', 'ours ms (IQR)', 'peer', 'peer ms (IQR)',
+            'speed x', 'ours MiB', 'peer MiB', 'mem x', 'max |diff|')
+    rows = [head]
+    for key, impls in by_key.items():
+        ours, peer = impls.get('ours'), impls.get('peer')
+        cell = (lambda r: f"{r['median_ms']:.1f} ({r['iqr_ms']:.1f})" if r else '-')
+        diff = ours.get('max_abs_diff_vs_peer') if ours else None
+        rows.append((key[0], key[1], f'{key[2][0]}x{key[2][1]}', str(key[3]), str(key[4]), key[5],
+                     'yes' if key[6] else 'no', cell(ours), PEERS.get(_family_of_safe(key[0]), '-') if peer else '-',
+                     cell(peer),
+                     f"{ours['speedup_vs_peer']:.2f}" if ours and 'speedup_vs_peer' in ours else '-',
+                     f"{ours['peak_mem_mib']:.0f}" if ours else '-', f"{peer['peak_mem_mib']:.0f}" if peer else '-',
+                     f"{ours['mem_ratio_vs_peer']:.2f}" if ours and ours.get('mem_ratio_vs_peer') else '-',
+                     f'{diff:.1e}' if diff is not None else '-'))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, '  '.join('-' * w for w in widths))
+    return '\n'.join(lines)
+
+
+def _family_of_safe(variant: str) -> str:
+    try:
+        return _family_of(variant)
+    except KeyError:
+        return ''
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, w = text.lower().split('x')
+    return int(h), int(w)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='benchmark', description=__doc__.split('\n\n')[0])
+    parser.add_argument('variants', nargs='*', help="zoo names, e.g. twins-pcpvt-small hrformer-small")
+    parser.add_argument('--size', nargs='+', type=_size, default=[(512, 512)], help='HxW, e.g. 512x512 800x1333')
+    parser.add_argument('--batch', nargs='+', type=int, default=[1])
+    parser.add_argument('--mode', nargs='+', choices=('infer', 'train'), default=['infer'])
+    parser.add_argument('--threads', nargs='+', type=int, default=[2])
+    parser.add_argument('--dtype', nargs='+', choices=('fp32', 'bf16'), default=['fp32'])
+    parser.add_argument('--compile', nargs='+', choices=('eager', 'compile'), default=['eager'])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--arch', type=json.loads, default={},
+                        help='JSON overrides of the variant, e.g. \'{"focal_windows": [9, 9, 9, 9]}\'')
+    parser.add_argument('--compare', action='store_true', help='also run the peer implementation, same weights')
+    parser.add_argument('--json', default='benchmark.json', help='where to write every record')
+    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        cfg = Config(**json.loads(args.worker))
+        cfg.size = tuple(cfg.size)
+        print(json.dumps(run_config(cfg)))
+        return 0
+    if not args.variants:
+        parser.error('name at least one variant (backbones.list_backbones())')
+    if args.repeats < 5:
+        print('note: fewer than 5 repeats; medians are less reliable', file=sys.stderr)
+    records = benchmark(args.variants, args.size, args.batch, args.mode, args.threads, args.dtype,
+                        [c == 'compile' for c in args.compile], args.compare, args.device, args.warmup,
+                        args.repeats, args.arch)
+    print()
+    print(format_table(records))
+    with open(args.json, 'w') as f:
+        json.dump(records, f, indent=1)
+    print(f'\n{len(records)} records -> {args.json}')
+    return int(any('error' in r for r in records))
+
+
+if __name__ == '__main__':
+    sys.exit(main())

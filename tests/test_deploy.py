@@ -1,0 +1,137 @@
+"""Deployment paths on micro widths: torch.compile (no graph breaks, same outputs as eager), bf16
+autocast on CPU (finite, close to fp32), ONNX export with dynamic height/width checked with
+onnxruntime against eager at sizes other than the export size.
+
+ONNX recipe (TorchScript exporter, `dynamo=False`): export with an input whose height and width need
+padding in every stage (not multiples of 32 × window, e.g. 77×141), so every `pad` / `resize` branch is
+recorded with shape-dependent amounts; the graph then also serves inputs that need none (zero pads).
+Exported at a size that needs no padding, the branches are dropped from the graph and other sizes
+fail (checked below, so a future change that makes padding branch-free shows up here).
+"""
+import io
+
+import pytest
+import torch
+
+from backbones.focalnet import FocalNet
+from backbones.hrformer import HRFormer
+from backbones.twins import PCPVT, SVT
+
+MODELS = {'focalnet': (FocalNet, 'tiny-srf'), 'pcpvt': (PCPVT, 'small'), 'svt': (SVT, 'small'),
+          'hrformer': (HRFormer, 'small')}
+
+
+def micro(name: str) -> torch.nn.Module:
+    cls, arch = MODELS[name]
+    torch.manual_seed(0)
+    model = cls(arch=cls.micro_arch(arch), drop_path_rate=0.0)
+    model.init_weights()
+    return model.eval()
+
+
+def inputs(*sizes: tuple[int, int]) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(1, 3, h, w, generator=gen) for h, w in sizes]
+
+
+# ---- torch.compile -----------------------------------------------------------------------------------
+@pytest.mark.parametrize('name', MODELS)
+def test_dynamo_no_graph_breaks(name):
+    model = micro(name)
+    (x,) = inputs((77, 141))
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_compiled_graph_equals_eager(name):
+    """Dynamo capture + AOT autograd (no C++ code generation: fast); the inductor test below is slow."""
+    torch._dynamo.reset()
+    model = micro(name)
+    compiled = torch.compile(model, backend='aot_eager')
+    for x in inputs((77, 141)):
+        with torch.no_grad():
+            expected, got = model(x), compiled(x)
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', MODELS)
+def test_compiled_equals_eager(name):
+    """Default backend (inductor, C++ code generation on CPU: minutes per model on one thread)."""
+    torch._dynamo.reset()
+    model = micro(name)
+    compiled = torch.compile(model)
+    for x in inputs((77, 141)):
+        with torch.no_grad():
+            expected, got = model(x), compiled(x)
+        assert len(expected) == len(got)
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+# ---- bf16 autocast ---------------------------------------------------------------------------------
+@pytest.mark.parametrize('name', MODELS)
+def test_bf16_autocast_finite_and_close(name):
+    model = micro(name)
+    (x,) = inputs((96, 128))
+    with torch.no_grad():
+        reference = model(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = model(x)
+    for a, b in zip(low, reference):
+        assert torch.isfinite(a).all()
+        relative = (a.float() - b).norm() / b.norm()
+        assert relative < 0.05, f'bf16 relative error {relative:.3f}'   # bf16 eps 2^-8, a few layers deep
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', MODELS)
+def test_bf16_autocast_finite_at_800x1333(name):
+    model = micro(name)
+    (x,) = inputs((800, 1333))
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(x)
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+# ---- ONNX --------------------------------------------------------------------------------------------
+def export_onnx(model: torch.nn.Module, x: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (x,), buffer, dynamo=False, opset_version=17, input_names=['image'],
+                      dynamic_axes={'image': {0: 'batch', 2: 'height', 3: 'width'}})
+    return buffer.getvalue()
+
+
+@pytest.mark.filterwarnings('ignore::torch.jit.TracerWarning')
+@pytest.mark.parametrize('name', MODELS)
+def test_onnx_dynamic_hw_matches_eager(name):
+    ort = pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnx')
+    model = micro(name)
+    export_input, *checks = inputs((77, 141), (64, 96), (128, 160))
+    session = ort.InferenceSession(export_onnx(model, export_input))
+    for x in checks:
+        with torch.no_grad():
+            expected = model(x)
+        got = session.run(None, {'image': x.numpy()})
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            assert a.shape == tuple(b.shape)
+            torch.testing.assert_close(torch.from_numpy(a), b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.filterwarnings('ignore::torch.jit.TracerWarning')
+def test_onnx_exported_without_padding_does_not_generalise():
+    """Documents the recipe above: exported at a size that needs no padding, the FocalNet patch
+    embedding's pad branch is dropped and a size that needs it gives wrongly sized outputs."""
+    ort = pytest.importorskip('onnxruntime')
+    model = micro('focalnet')
+    export_input, odd = inputs((64, 96), (77, 141))
+    session = ort.InferenceSession(export_onnx(model, export_input))
+    with torch.no_grad():
+        expected = model(odd)
+    got = session.run(None, {'image': odd.numpy()})
+    assert any(a.shape != tuple(b.shape) for a, b in zip(got, expected))
