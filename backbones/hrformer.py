@@ -142,7 +142,7 @@ class WindowAttention(nn.Module):
         if self.with_rpe:
             n = w * w
             bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
-            bias = bias.reshape(n, n, self.num_heads).permute(2, 0, 1).to(x.dtype)  # heads, N, N
+            bias = bias.reshape(n, n, self.num_heads).permute(2, 0, 1)  # heads, N, N (fp32 table)
         if self.pad_mask and any(pads):
             left, right, top, bottom = pads
             hp, wp = padded_hw
@@ -167,7 +167,15 @@ class WindowAttention(nn.Module):
         head_dim = c // self.num_heads
         qkv = self.qkv(windows).reshape(n, nh * nw, w * w, 3, self.num_heads, head_dim)
         q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)            # each N, nW, heads, w², hd
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self._attn_bias(pads, (hp, wp), x))
+        bias = self._attn_bias(pads, (hp, wp), x)
+        if bias is None:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            # Explicit: with a float mask the CPU SDPA takes its math path plus fully-masked-row checks
+            # (all/where/isneginf, ~10 % of HRFormer's time); here the bias add and softmax run in fp32
+            # under autocast (matmuls stay low precision).
+            attn = (q * head_dim ** -0.5) @ k.transpose(-2, -1)
+            out = (attn + bias).softmax(-1).to(v.dtype) @ v
         out = self.proj(out.transpose(2, 3).reshape(n, nh * nw, w * w, c))
         out = out.reshape(n, nh, nw, w, w, c).permute(0, 1, 3, 2, 4, 5).reshape(n, hp, wp, c)
         return out[:, pads[2]:pads[2] + h, pads[0]:pads[0] + w_]
