@@ -306,8 +306,9 @@ def _key(r: dict) -> tuple:
 def benchmark(variants: list[str], sizes: list[tuple[int, int]], batches: list[int], modes: list[str],
               threads: list[int], dtypes: list[str], compile_modes: list[bool], compare: bool,
               device: str = 'cpu', warmup: int = 2, repeats: int = 5, arch_overrides: Optional[dict] = None,
-              log=print) -> list[dict]:
-    """Every combination, ours (and the peer with `compare`), one subprocess each, run one after another."""
+              rounds: int = 1, log=print) -> list[dict]:
+    """Every combination, ours (and the peer with `compare`), one subprocess each, run one after another;
+    `rounds` > 1 repeats the subprocesses, alternating peer/ours order, and pools the timings."""
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         for variant in variants:
@@ -317,18 +318,24 @@ def benchmark(variants: list[str], sizes: list[tuple[int, int]], batches: list[i
                         for n_threads in threads:
                             for dtype in dtypes:
                                 for comp in compile_modes:
-                                    group = []
-                                    for impl in (('peer', 'ours') if compare else ('ours',)):
-                                        outputs_path = (os.path.join(tmp, f'{impl}.pt')
-                                                        if compare and mode == 'infer' else None)
-                                        cfg = Config(variant=variant, impl=impl, mode=mode, size=size,
-                                                     batch=batch, threads=n_threads, dtype=dtype, compile=comp,
-                                                     device=device, warmup=warmup, repeats=repeats,
-                                                     compare=compare, arch_overrides=arch_overrides or {},
-                                                     outputs_path=outputs_path)
-                                        rec = measure(cfg)
-                                        log(_one_line(rec))
-                                        group.append(rec)
+                                    impls = ('peer', 'ours') if compare else ('ours',)
+                                    runs: dict[str, list[dict]] = {i: [] for i in impls}
+                                    for round_ in range(rounds):
+                                        # alternate the order so that drift of the machine hits both
+                                        for impl in (impls if round_ % 2 == 0 else impls[::-1]):
+                                            outputs_path = (os.path.join(tmp, f'{impl}.pt')
+                                                            if compare and mode == 'infer' and round_ == 0
+                                                            else None)
+                                            cfg = Config(variant=variant, impl=impl, mode=mode, size=size,
+                                                         batch=batch, threads=n_threads, dtype=dtype,
+                                                         compile=comp, device=device, warmup=warmup,
+                                                         repeats=repeats, compare=compare,
+                                                         arch_overrides=arch_overrides or {},
+                                                         outputs_path=outputs_path)
+                                            rec = measure(cfg)
+                                            log(_one_line(rec))
+                                            runs[impl].append(rec)
+                                    group = [_merge_rounds(runs[i]) for i in impls]
                                     if compare and len(group) == 2 and not any('error' in g for g in group):
                                         peer, ours = group
                                         ours['speedup_vs_peer'] = peer['median_ms'] / ours['median_ms']
@@ -341,6 +348,22 @@ def benchmark(variants: list[str], sizes: list[tuple[int, int]], batches: list[i
                                                 (u - v).abs().max().item() for u, v in zip(a, b))
                                     records.extend(group)
     return records
+
+
+def _merge_rounds(recs: list[dict]) -> dict:
+    """One record from several subprocess rounds of the same configuration: all timed repeats pooled
+    (median / spread over them), peak memory = the largest, per-round medians kept."""
+    errors = [r for r in recs if 'error' in r]
+    if errors:
+        return errors[0]
+    times = [t for r in recs for t in r['times_ms']]
+    merged = dict(recs[0], times_ms=times, rounds=len(recs), round_medians_ms=[r['median_ms'] for r in recs],
+                  median_ms=statistics.median(times), min_ms=min(times), max_ms=max(times),
+                  peak_mem_mib=max(r['peak_mem_mib'] for r in recs))
+    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    merged['iqr_ms'] = q[2] - q[0]
+    merged['throughput_img_s'] = merged['batch'] / merged['median_ms'] * 1e3
+    return merged
 
 
 def _one_line(r: dict) -> str:
@@ -401,6 +424,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--rounds', type=int, default=2,
+                        help='subprocess rounds per configuration, alternating peer/ours order (pooled)')
     parser.add_argument('--arch', type=json.loads, default={},
                         help='JSON overrides of the variant, e.g. \'{"focal_windows": [9, 9, 9, 9]}\'')
     parser.add_argument('--compare', action='store_true', help='also run the peer implementation, same weights')
@@ -418,7 +443,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print('note: fewer than 5 repeats; medians are less reliable', file=sys.stderr)
     records = benchmark(args.variants, args.size, args.batch, args.mode, args.threads, args.dtype,
                         [c == 'compile' for c in args.compile], args.compare, args.device, args.warmup,
-                        args.repeats, args.arch)
+                        args.repeats, args.arch, args.rounds)
     print()
     print(format_table(records))
     with open(args.json, 'w') as f:
