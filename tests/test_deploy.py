@@ -87,7 +87,6 @@ def test_bf16_autocast_finite_and_close(name):
         assert relative < 0.05, f'bf16 relative error {relative:.3f}'   # bf16 eps 2^-8, a few layers deep
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('name', MODELS)
 def test_bf16_autocast_finite_at_800x1333(name):
     model = micro(name)
