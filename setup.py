@@ -1,15 +1,25 @@
 """Distribution of `backbones`: FocalNet, Twins (PCPVT/SVT) and HRFormer for OpenMMLab dense prediction."""
+import shutil
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent
 
 
-def package_data_files(folder: str) -> list:
-    """Configs and model cards ship inside the wheel (backbones/_data/...), so pip users find them."""
-    root = HERE / folder
-    return [str(p.relative_to(HERE)) for p in root.rglob('*') if p.is_file()] if root.exists() else []
+class BuildWithData(build_py):
+    """Copy configs/ and model_cards/ into the built package as backbones/_data/, so that pip users find
+    them without a git clone (backbones/resources.py); editable installs read the checkout instead."""
+
+    def run(self):
+        super().run()
+        if getattr(self, 'editable_mode', False):
+            return
+        for folder in ('configs', 'model_cards'):
+            target = Path(self.build_lib) / 'backbones' / '_data' / folder
+            shutil.copytree(HERE / folder, target, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
 
 
 OPENMMLAB = ['mmengine==0.10.7', 'mmcv==2.1.0', 'mmdet==3.3.0', 'mmsegmentation==1.2.2',
@@ -26,9 +36,7 @@ setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.9',
     packages=find_packages(include=['backbones', 'backbones.*']),
-    include_package_data=True,
-    data_files=[('share/backbones/configs', []), ],
-    package_data={'backbones': ['_data/**/*']},
+    cmdclass={'build_py': BuildWithData},
     install_requires=['torch>=2.1', 'numpy', 'filelock', 'tqdm'],
     extras_require={
         'openmmlab': OPENMMLAB,

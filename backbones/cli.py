@@ -207,6 +207,39 @@ def cmd_swap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_configs(args: argparse.Namespace) -> int:
+    from .resources import data_root, list_configs
+    root = data_root() / 'configs'
+    for name in list_configs(args.pattern or ''):
+        _print(str(root / name) if args.paths else name)
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from .resources import model_card
+    path = model_card(args.family)
+    _print(str(path) if args.path else path.read_text())
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from .demo_data import main as demo_data_main
+    demo_data_main(args.args)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .runner import train_main
+    train_main(args.args)
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from .runner import test_main
+    test_main(args.args)
+    return 0
+
+
 # ---- parser -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='backbones', description='FocalNet / Twins / HRFormer checkpoint zoo')
@@ -250,10 +283,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', required=True)
     p.add_argument('--checkpoint', help='zoo checkpoint name (default: the backbone\'s default)')
     p.set_defaults(func=cmd_swap)
+    p = sub.add_parser('configs', help='list the configs shipped with the package (det, seg, pose, demo)')
+    p.add_argument('pattern', nargs='?', help='substring filter, e.g. focalnet or demo')
+    p.add_argument('--paths', action='store_true', help='print absolute paths')
+    p.set_defaults(func=cmd_configs)
+    p = sub.add_parser('card', help='print a family\'s model card (or its path)')
+    p.add_argument('family', choices=('focalnet', 'twins', 'hrformer'))
+    p.add_argument('--path', action='store_true')
+    p.set_defaults(func=cmd_card)
+    p = sub.add_parser('demo-data', add_help=False,
+                       help='write the demo dataset (--out data/demo; = tools/make_demo_data.py)')
+    p.add_argument('args', nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_demo_data)
+    p = sub.add_parser('train', add_help=False,
+                       help='train a config (= tools/train.py; shipped config names work too)')
+    p.add_argument('args', nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser('test', add_help=False, help='evaluate a checkpoint (= tools/test.py)')
+    p.add_argument('args', nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_test)
     return parser
 
 
+_PASSTHROUGH = {'demo-data': cmd_demo_data, 'train': cmd_train, 'test': cmd_test}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _PASSTHROUGH:   # their own parsers read the rest (argparse REMAINDER cannot)
+        return int(_PASSTHROUGH[argv[0]](argparse.Namespace(args=argv[1:])) or 0)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format='%(message)s')
     return int(args.func(args) or 0)

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import os.path as osp
@@ -73,14 +74,15 @@ def prepare_config(config: str, work_dir: Optional[str] = None, cfg_options: Opt
     from mmengine.config import Config
     import backbones.registry  # noqa: F401  (registration + compat shims before any build)
 
-    cfg = Config.fromfile(config)
+    from .resources import find_config
+    cfg = Config.fromfile(str(find_config(config)))  # a path, or a shipped config's name
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     cfg.launcher = launcher
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(config))[0])
+        cfg.work_dir = osp.join('work_dirs', osp.basename(config).removesuffix('.py'))
     cuda = torch.cuda.is_available()
     if not cuda:
         _replace_syncbn(cfg._cfg_dict)
@@ -177,4 +179,6 @@ def test_main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     metrics = test(args.config, args.checkpoint, args.work_dir, args.cfg_options, args.launcher, args.trust)
-    print(metrics)
+    # last line: the metrics as JSON (for scripts); floats, whatever numeric type the evaluator returned
+    print(json.dumps({key: float(value) if isinstance(value, (int, float)) or hasattr(value, 'item') else value
+                      for key, value in metrics.items()}))

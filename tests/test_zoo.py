@@ -131,3 +131,22 @@ def test_committed_model_cards_equal_the_generator_output():
         card = (repo / 'model_cards' / f'{entry.family}.md').read_text()
         assert f'`{entry.name}`' in card and all(s.url in card for s in entry.sources)
     assert 'sha256 prefix e638c41c in file name' in text
+
+
+@pytest.mark.slow
+def test_mmengine_flops_on_the_cards_cover_every_variant_and_remeasure():
+    """The cards' mmengine column comes from model_cards/flops_mmengine.json; it lists every variant and a
+    fresh FlopAnalyzer run of a small variant gives the recorded value."""
+    pytest.importorskip('mmengine')
+    import importlib.util
+    from pathlib import Path
+    from backbones._factory import _zoo
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location('gen_model_cards', repo / 'tools' / 'gen_model_cards.py')
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    table = generator.mmengine_table()
+    assert set(table) == set(_zoo()), 'run tools/gen_model_cards.py --measure-mmengine'
+    for name in ('twins-svt-small', 'focalnet-tiny-srf'):
+        cls, arch = _zoo()[name]
+        assert generator.measure_mmengine(cls, arch) == pytest.approx(table[name], abs=1e-4)

@@ -25,6 +25,7 @@ runs = sorted(p for p in work.iterdir() if p.is_dir() and (p / 'vis_data' / 'sca
 records = [json.loads(l) for l in (runs[-1] / 'vis_data' / 'scalars.json').read_text().splitlines()]
 final = [r for r in records if any(k.startswith(('coco/', 'mIoU', 'aAcc')) for k in r)][-1]
 key = {'det': 'coco/bbox_mAP', 'seg': 'mIoU', 'pose': 'coco/AP'}[task]
-print(f'\nDemo {task} result after {final.get("step")} iterations: {key} = {final[key]}')
+iters = max((r['step'] for r in records if 'loss' in r), default=0)
+print(f'\nDemo {task} result after {iters} training iterations: {key} = {final[key]}')
 print('all metrics:', {k: v for k, v in final.items() if k != 'step'})
 PY

@@ -22,6 +22,15 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_inputs" ] && [ -x "$venv/bin
   exit 0   # already set up
 fi
 
+# One set-up at a time (the demo and the test command may start together): wait, then re-check.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"${venv%/}.setup.lock"
+  flock 9
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_inputs" ] && [ -x "$venv/bin/python" ]; then
+    exit 0   # done by the invocation we waited for
+  fi
+fi
+
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 py=${PYTHON:-$(command -v python3.11 || command -v python3)}
 if [ ! -x "$venv/bin/python" ]; then

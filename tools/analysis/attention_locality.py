@@ -22,7 +22,6 @@ import argparse
 import csv
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -96,7 +95,8 @@ def config_image_folder(cfg: Any) -> Optional[Path]:
 def demo_folder(root: Path) -> Path:
     folder = root / 'images' / 'val'
     if not folder.is_dir():
-        subprocess.run([sys.executable, str(REPO / 'tools' / 'make_demo_data.py'), '--out', str(root)], check=True)
+        from backbones.demo_data import make_demo_data
+        make_demo_data(root)
     return folder
 
 
@@ -207,6 +207,12 @@ def compare_layers(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dic
     return rows
 
 
+def short_weight_name(weights: str) -> str:
+    """Legend name of a weight source: 'random', a zoo name, or 'folder/file' of a checkpoint path."""
+    path = Path(weights)
+    return f'{path.parent.name}/{path.stem}' if path.suffix in ('.pth', '.pt', '.safetensors') else weights
+
+
 # ---- main ------------------------------------------------------------------------------------------
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,6 +232,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--trust', action='store_true', help='allow full (pickled) checkpoints you trust')
     parser.add_argument('--out', type=Path, default=None, help='output folder (default work_dirs/attention_locality/...)')
+    parser.add_argument('--labels', nargs=2, metavar=('NAME_A', 'NAME_B'),
+                        help='legend names for --compare plots (default: from the weight sources)')
     parser.add_argument('--no-plots', action='store_true')
     return parser.parse_args(argv)
 
@@ -287,7 +295,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             print(f'{r["layer"]:34s} {r["kind"]:6s} {r["mad_px_mean_a"]:8.2f} {r["mad_px_mean_b"]:8.2f} '
                   f'{r["mad_px_mean_diff"]:+8.2f} {r["mad_norm_mean_diff"]:+7.3f} {r["entropy_mean_a"]:6.3f} '
                   f'{r["entropy_mean_b"]:6.3f} {r["entropy_mean_diff"]:+7.3f}')
-        plots = [] if args.no_plots else plot(rows_a, out, f'{tag}: A vs B', rows_b, ('A', 'B'))
+        names = tuple(args.labels) if args.labels else tuple(short_weight_name(w) for w in args.compare)
+        plots = [] if args.no_plots else plot(rows_a, out, f'{tag}: {names[0]} vs {names[1]}', rows_b, names)
     with open(out / ('compare.json' if args.compare else 'heads.json'), 'w') as f:
         json.dump(result, f, indent=1)
     print(f'\nwrote {", ".join(sorted(p.name for p in out.iterdir()))} to {out}')
