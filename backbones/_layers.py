@@ -103,6 +103,44 @@ def build_norm2d(norm_cfg: Optional[dict], num_features: int) -> nn.Module:
     raise ValueError(f"unsupported norm type {kind!r}; expected 'BN' or 'SyncBN'")
 
 
+def conv_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module) -> torch.Tensor:
+    """`norm(conv(x))`. A BatchNorm in eval mode (running statistics) is folded into the convolution's
+    weight and bias, so the activations are read once instead of twice; equal up to float rounding.
+    Gradients still reach the conv and BN parameters (frozen-BN fine-tuning, `norm_eval=True`)."""
+    if (norm.training or not isinstance(norm, nn.modules.batchnorm._BatchNorm)
+            or norm.running_mean is None or not isinstance(conv, nn.Conv2d) or conv.padding_mode != 'zeros'):
+        return norm(conv(x))
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    bias = -norm.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    if norm.bias is not None:
+        bias = bias + norm.bias
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype)
+    return F.conv2d(x, weight, bias.to(conv.weight.dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+class ConvNormSequential(nn.Sequential):
+    """`nn.Sequential` (same children, same state-dict keys) whose Conv2d → BatchNorm pairs run through
+    `conv_norm` (BN folded into the convolution in eval mode)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        modules = list(self)
+        i = 0
+        while i < len(modules):
+            module = modules[i]
+            if (isinstance(module, nn.Conv2d) and i + 1 < len(modules)
+                    and isinstance(modules[i + 1], nn.modules.batchnorm._BatchNorm)):
+                x = conv_norm(x, module, modules[i + 1])
+                i += 2
+            else:
+                x = module(x)
+                i += 1
+        return x
+
+
 def run_maybe_checkpointed(fn: Callable, *args, enabled: bool):
     """Run `fn(*args)`, with non-reentrant activation checkpointing when `enabled` and autograd is on."""
     if enabled and torch.is_grad_enabled():

@@ -62,8 +62,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import DenseBackbone, register_backbone, register_converter
-from ._layers import (build_norm2d, drop_path_or_identity, drop_path_schedule, nchw_to_nlc,
-                      nlc_to_nchw, run_maybe_checkpointed)
+from ._layers import (ConvNormSequential, build_norm2d, conv_norm, drop_path_or_identity, drop_path_schedule,
+                      nchw_to_nlc, nlc_to_nchw, run_maybe_checkpointed)
 
 __all__ = ['HRFormer', 'convert_hrformer', 'arch_from_classification_cfg']
 
@@ -90,14 +90,14 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if in_channels != out_channels:
-            self.downsample = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False),
-                                            build_norm2d(norm_cfg, out_channels))
+            self.downsample = ConvNormSequential(nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                                                 build_norm2d(norm_cfg, out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.norm1(self.conv1(x)))
-        out = self.relu(self.norm2(self.conv2(out)))
-        out = self.norm3(self.conv3(out))
+        out = self.relu(conv_norm(x, self.conv1, self.norm1))
+        out = self.relu(conv_norm(out, self.conv2, self.norm2))
+        out = conv_norm(out, self.conv3, self.norm3)
         return self.relu(out + identity)
 
 
@@ -195,9 +195,9 @@ class ConvFFN(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.norm1(self.fc1(x)))
-        x = self.act(self.norm2(self.dw3x3(x)))
-        return self.act(self.norm3(self.fc2(x)))
+        x = self.act(conv_norm(x, self.fc1, self.norm1))
+        x = self.act(conv_norm(x, self.dw3x3, self.norm2))
+        return self.act(conv_norm(x, self.fc2, self.norm3))
 
 
 class HRFormerBlock(nn.Module):
@@ -263,7 +263,7 @@ class HRFormerModule(nn.Module):
         layers: list[Optional[nn.Module]] = []
         for j, in_ch in enumerate(channels):
             if j > i:    # 1×1 conv + BN here; the upsampling is done in `_fuse` (no parameters)
-                layers.append(nn.Sequential(*_conv_bn(in_ch, channels[i], 1, 1, norm_cfg)))
+                layers.append(ConvNormSequential(*_conv_bn(in_ch, channels[i], 1, 1, norm_cfg)))
             elif j == i:
                 layers.append(None)
             else:        # (i - j) × [dw 3×3 s2, BN, 1×1, BN], ReLU between steps
@@ -275,7 +275,7 @@ class HRFormerModule(nn.Module):
                             + _conv_bn(in_ch, out_ch, 1, 1, norm_cfg))
                     if not last:
                         mods.append(nn.ReLU())
-                    steps.append(nn.Sequential(*mods))
+                    steps.append(ConvNormSequential(*mods))
                 layers.append(nn.Sequential(*steps))
         return nn.ModuleList(layers)
 
@@ -419,10 +419,10 @@ class HRFormer(DenseBackbone):
         for i, ch in enumerate(cur):
             if i < len(prev):
                 layers.append(None if ch == prev[i] else
-                              nn.Sequential(*_conv_bn(prev[i], ch, 3, 1, norm_cfg), nn.ReLU(inplace=True)))
+                              ConvNormSequential(*_conv_bn(prev[i], ch, 3, 1, norm_cfg), nn.ReLU(inplace=True)))
             else:
                 layers.append(nn.Sequential(
-                    nn.Sequential(*_conv_bn(prev[-1], ch, 3, 2, norm_cfg), nn.ReLU(inplace=True))))
+                    ConvNormSequential(*_conv_bn(prev[-1], ch, 3, 2, norm_cfg), nn.ReLU(inplace=True))))
         return nn.ModuleList(layers)
 
     # ---- arch resolution -------------------------------------------------------------------------
@@ -465,8 +465,8 @@ class HRFormer(DenseBackbone):
 
     # ---- forward ---------------------------------------------------------------------------------
     def _stage1(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.norm1(self.conv1(x)))
-        x = self.relu(self.norm2(self.conv2(x)))
+        x = self.relu(conv_norm(x, self.conv1, self.norm1))
+        x = self.relu(conv_norm(x, self.conv2, self.norm2))
         return self.layer1(x)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
