@@ -222,22 +222,22 @@ def cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo_data(args: argparse.Namespace) -> int:
-    from .demo_data import main as demo_data_main
-    demo_data_main(args.args)
+def run_passthrough(command: str, argv: list[str]) -> int:
+    """`demo-data`, `train`, `test`: their own parsers (the tools' ones) read the rest of the line."""
+    if command == 'demo-data':
+        from .demo_data import main as entry
+    else:
+        from .runner import test_main, train_main
+        entry = train_main if command == 'train' else test_main
+    entry(argv)
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .runner import train_main
-    train_main(args.args)
-    return 0
-
-
-def cmd_test(args: argparse.Namespace) -> int:
-    from .runner import test_main
-    test_main(args.args)
-    return 0
+PASSTHROUGH = {
+    'demo-data': 'write the demo dataset (--out data/demo; = tools/make_demo_data.py)',
+    'train': 'train a config (= tools/train.py; shipped config names work too)',
+    'test': 'evaluate a checkpoint (= tools/test.py)',
+}
 
 
 # ---- parser -----------------------------------------------------------------------------------------
@@ -291,27 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('family', choices=('focalnet', 'twins', 'hrformer'))
     p.add_argument('--path', action='store_true')
     p.set_defaults(func=cmd_card)
-    p = sub.add_parser('demo-data', add_help=False,
-                       help='write the demo dataset (--out data/demo; = tools/make_demo_data.py)')
-    p.add_argument('args', nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_demo_data)
-    p = sub.add_parser('train', add_help=False,
-                       help='train a config (= tools/train.py; shipped config names work too)')
-    p.add_argument('args', nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_train)
-    p = sub.add_parser('test', add_help=False, help='evaluate a checkpoint (= tools/test.py)')
-    p.add_argument('args', nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_test)
+    for command, text in PASSTHROUGH.items():   # listed for --help; main() dispatches them
+        sub.add_parser(command, add_help=False, help=text)
     return parser
-
-
-_PASSTHROUGH = {'demo-data': cmd_demo_data, 'train': cmd_train, 'test': cmd_test}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in _PASSTHROUGH:   # their own parsers read the rest (argparse REMAINDER cannot)
-        return int(_PASSTHROUGH[argv[0]](argparse.Namespace(args=argv[1:])) or 0)
+    if argv and argv[0] in PASSTHROUGH:
+        return run_passthrough(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format='%(message)s')
     return int(args.func(args) or 0)
