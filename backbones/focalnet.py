@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import DenseBackbone, register_backbone, register_converter
-from ._layers import Mlp, drop_path_or_identity, drop_path_schedule, pad_to_multiple, run_maybe_checkpointed
+from ._layers import (Mlp, activate, add_residual, drop_path_or_identity, drop_path_schedule,
+                      pad_to_multiple, run_maybe_checkpointed)
 from .weights import CheckpointError
 
 logger = logging.getLogger('backbones')
@@ -69,8 +70,8 @@ class FocalModulation(nn.Module):
         x = self.f(x).permute(0, 3, 1, 2)  # channels-last NCHW view: no copy; convs keep that layout
         query, ctx, gates = torch.split(x, (channels, channels, self.focal_level + 1), dim=1)
         ctx_all = 0
-        for level, focal_layer in enumerate(self.focal_layers):
-            ctx = focal_layer(ctx)
+        for level, (conv, act) in enumerate(self.focal_layers):
+            ctx = activate(act, conv(ctx), conv)
             ctx_all = ctx_all + ctx * gates[:, level:level + 1]
         ctx_global = self.act(ctx.mean(2, keepdim=True).mean(3, keepdim=True))
         ctx_all = ctx_all + ctx_global * gates[:, self.focal_level:]
@@ -111,10 +112,13 @@ class FocalNetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_postln:
-            x = x + self.drop_path(self._scale(self.norm1(self.modulation(x)), 'gamma_1'))
-            return x + self.drop_path(self._scale(self.norm2(self.mlp(x)), 'gamma_2'))
-        x = x + self.drop_path(self._scale(self.modulation(self.norm1(x)), 'gamma_1'))
-        return x + self.drop_path(self._scale(self.mlp(self.norm2(x)), 'gamma_2'))
+            x = add_residual(x, self.drop_path(self._scale(self.norm1(self.modulation(x)), 'gamma_1')),
+                             self.norm1)
+            return add_residual(x, self.drop_path(self._scale(self.norm2(self.mlp(x)), 'gamma_2')),
+                                self.norm2)
+        x = add_residual(x, self.drop_path(self._scale(self.modulation(self.norm1(x)), 'gamma_1')),
+                         self.modulation)
+        return add_residual(x, self.drop_path(self._scale(self.mlp(self.norm2(x)), 'gamma_2')), self.mlp)
 
 
 class PatchEmbed(nn.Module):

@@ -62,8 +62,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import DenseBackbone, register_backbone, register_converter
-from ._layers import (ConvNormSequential, build_norm2d, conv_norm, drop_path_or_identity, drop_path_schedule,
-                      nchw_to_nlc, nlc_to_nchw, run_maybe_checkpointed)
+from ._layers import (ConvNormSequential, activate, add_residual, build_norm2d, conv_norm,
+                      drop_path_or_identity, drop_path_schedule, nchw_to_nlc, nlc_to_nchw,
+                      run_maybe_checkpointed)
 
 __all__ = ['HRFormer', 'convert_hrformer', 'arch_from_classification_cfg']
 
@@ -195,9 +196,9 @@ class ConvFFN(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(conv_norm(x, self.fc1, self.norm1))
-        x = self.act(conv_norm(x, self.dw3x3, self.norm2))
-        return self.act(conv_norm(x, self.fc2, self.norm3))
+        x = activate(self.act, conv_norm(x, self.fc1, self.norm1), self.norm1)
+        x = activate(self.act, conv_norm(x, self.dw3x3, self.norm2), self.norm2)
+        return activate(self.act, conv_norm(x, self.fc2, self.norm3), self.norm3)
 
 
 class HRFormerBlock(nn.Module):
@@ -216,9 +217,9 @@ class HRFormerBlock(nn.Module):
         n, c, h, w = x.shape
         tokens = nchw_to_nlc(x)
         attn = self.attn(self.norm1(tokens).reshape(n, h, w, c)).reshape(n, h * w, c)
-        tokens = tokens + self.drop_path(attn)
+        tokens = add_residual(tokens, self.drop_path(attn), self.attn)
         ffn = self.ffn(nlc_to_nchw(self.norm2(tokens), (h, w)))
-        tokens = tokens + self.drop_path(nchw_to_nlc(ffn))
+        tokens = add_residual(tokens, self.drop_path(nchw_to_nlc(ffn)), self.ffn)
         return nlc_to_nchw(tokens, (h, w))
 
 

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import DenseBackbone, register_backbone, register_converter
-from ._layers import Mlp, drop_path_or_identity, drop_path_schedule, nchw_to_nlc, nlc_to_nchw, \
-    run_maybe_checkpointed
+from ._layers import (Mlp, add_residual, drop_path_or_identity, drop_path_schedule, nchw_to_nlc,
+                      nlc_to_nchw, run_maybe_checkpointed)
 
 __all__ = ['PCPVT', 'SVT', 'convert_twins']
 
@@ -208,8 +208,8 @@ class TwinsBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), hw))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = add_residual(x, self.drop_path(self.attn(self.norm1(x), hw)), self.attn)
+        return add_residual(x, self.drop_path(self.mlp(self.norm2(x))), self.mlp)
 
 
 # ---- backbone -------------------------------------------------------------------------------------

@@ -56,3 +56,74 @@ def test_sequential_keeps_keys_and_matches_plain_sequential():
     assert list(plain.state_dict()) == list(folded.state_dict())
     x = torch.randn(2, 4, 9, 9)
     torch.testing.assert_close(folded(x), plain(x), atol=1e-5, rtol=1e-5)
+
+
+def test_activate_gelu_in_place_only_without_gradients():
+    from backbones._layers import activate
+    act = nn.GELU()
+    x = torch.randn(4, 8)
+    want = act(x)
+    with torch.no_grad():
+        y = x.clone()
+        out = activate(act, y, nn.Identity())
+    assert out.data_ptr() == y.data_ptr() and torch.equal(out, want)     # reused, same values
+    w = torch.randn(4, 8, requires_grad=True)
+    h = w * 1.0
+    out = activate(act, h, nn.Identity())
+    assert out.data_ptr() != h.data_ptr()                                 # autograd path untouched
+    out.sum().backward()
+    torch.testing.assert_close(w.grad, torch.autograd.grad(act(w).sum(), w)[0])
+    tanh = nn.GELU(approximate='tanh')
+    with torch.no_grad():
+        assert torch.equal(activate(tanh, x.clone(), nn.Identity()), tanh(x))
+
+
+def test_add_residual_reuses_the_branch_only_when_nothing_changes():
+    from backbones._layers import add_residual
+    x, branch = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    want = x + branch
+    with torch.no_grad():
+        b = branch.clone()
+        out = add_residual(x, b, nn.Identity())
+        assert out.data_ptr() == b.data_ptr() and torch.equal(out, want)
+        low = branch.to(torch.bfloat16)                         # autocast-style bf16 branch: no reuse
+        out = add_residual(x, low, nn.Identity())
+        assert out.dtype == torch.float32 and out.data_ptr() != low.data_ptr()
+        small = branch[:, :1].clone()                           # broadcasting branch: no reuse
+        assert add_residual(x, small, nn.Identity()).shape == x.shape
+    w = torch.randn(2, 5, 8, requires_grad=True)
+    b = branch.clone()
+    out = add_residual(w, b, nn.Identity())
+    assert out.data_ptr() != b.data_ptr() and torch.equal(b, branch)   # autograd path leaves it alone
+
+
+@pytest.mark.parametrize('name', ['focalnet-tiny-srf', 'twins-svt-small', 'hrformer-small'])
+def test_forward_hooks_see_the_plain_outputs(name):
+    """The in-place / folded fast paths step aside for hooked modules: what a hook keeps stays intact."""
+    from backbones._factory import _zoo
+    cls, arch = _zoo()[name]
+    torch.manual_seed(0)
+    model = cls(arch=cls.micro_arch(arch)).eval()
+    for m in model.modules():           # non-trivial BatchNorm statistics (HRFormer)
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    kept = {}
+    # everything inside the transformer blocks, where the fast paths live (the stem's and bottlenecks'
+    # BN outputs feed in-place ReLUs, as in the official code: not ours to change)
+    watched = [(n, m) for n, m in model.named_modules()
+               if any(part in n.split('.') for part in ('attn', 'mlp', 'ffn', 'modulation'))]
+    handles = [m.register_forward_hook(lambda mod, args, out, n=n: kept.__setitem__(n, (out, out.clone())))
+               for n, m in watched]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        hooked_out = model(x)
+    for h in handles:
+        h.remove()
+    assert kept
+    for n, (out, snapshot) in kept.items():
+        assert torch.equal(out, snapshot), f'{n}: its output was overwritten after the hook saw it'
+    with torch.no_grad():
+        plain_out = model(x)                 # fast paths on again: same backbone outputs
+    for a, b in zip(hooked_out, plain_out):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
