@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import DenseBackbone, register_backbone, register_converter
-from ._layers import (Mlp, activate, add_residual, drop_path_or_identity, drop_path_schedule,
+from ._layers import (Mlp, activate, add_residual, drop_path_or_identity, drop_path_schedule, hooked,
                       pad_to_multiple, run_maybe_checkpointed)
 from .weights import CheckpointError
 
@@ -69,15 +69,22 @@ class FocalModulation(nn.Module):
         channels = x.shape[-1]
         x = self.f(x).permute(0, 3, 1, 2)  # channels-last NCHW view: no copy; convs keep that layout
         query, ctx, gates = torch.split(x, (channels, channels, self.focal_level + 1), dim=1)
+        # without gradients the gated sum accumulates in place (no new activation-sized tensor per level)
+        in_place = not (torch.is_grad_enabled() and x.requires_grad) and not hooked(self)
         ctx_all = 0
         for level, (conv, act) in enumerate(self.focal_layers):
             ctx = activate(act, conv(ctx), conv)
-            ctx_all = ctx_all + ctx * gates[:, level:level + 1]
+            gate = gates[:, level:level + 1]
+            ctx_all = ctx_all.addcmul_(ctx, gate) if in_place and level else ctx_all + ctx * gate
         ctx_global = self.act(ctx.mean(2, keepdim=True).mean(3, keepdim=True))
-        ctx_all = ctx_all + ctx_global * gates[:, self.focal_level:]
+        if in_place and torch.is_tensor(ctx_all):
+            ctx_all.addcmul_(ctx_global, gates[:, self.focal_level:])
+        else:
+            ctx_all = ctx_all + ctx_global * gates[:, self.focal_level:]
         if self.normalize_modulator:
             ctx_all = ctx_all / (self.focal_level + 1)
-        out = (query * self.h(ctx_all)).permute(0, 2, 3, 1)
+        modulator = self.h(ctx_all)
+        out = (modulator.mul_(query) if in_place else query * modulator).permute(0, 2, 3, 1)
         if hasattr(self, 'ln'):
             out = self.ln(out)
         return self.proj_drop(self.proj(out))
