@@ -138,26 +138,37 @@ def test_resume_reproduces_uninterrupted_run(demo_root, tmp_path):
 def test_distributed_two_processes_match_one(demo_root, tmp_path):
     """Seg demo (Semantic FPN + SVT), per-sample-separable set-up: no BatchNorm in the head, no dropout,
     no random flip. 1 process x batch 4 vs torchrun 2 gloo processes x batch 2 (the distributed sampler
-    deals each global batch of 4 to the two ranks; DDP averages the gradients): same losses, and the
-    distributed evaluation gathers both ranks' results into the same mIoU. Rank 0 logs only its own
-    half-batch loss, so the weights after training are compared instead."""
+    deals each global batch of 4 to the two ranks; DDP averages the gradients): the same weights after
+    training (rank 0 logs only its own half-batch loss, so weights are compared, not losses), and the
+    distributed evaluation gathers both ranks' results into the same metrics."""
     config = REPO / 'configs' / 'demo' / 'fpn_twins-demo_demo-shapes.py'
     iters = 16
     common = [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-              f'default_hooks.checkpoint.interval={iters}', 'model.decode_head.norm_cfg=None',
+              f'default_hooks.checkpoint.interval={iters // 2}', 'model.decode_head.norm_cfg=None',
               'model.decode_head.dropout_ratio=0.0', 'train_dataloader.dataset.pipeline.2.prob=0.0']
     train(config, tmp_path / 'single', demo_root, *common, 'train_dataloader.batch_size=4')
     train(config, tmp_path / 'dist', demo_root, *common, 'train_dataloader.batch_size=2', nproc=2)
 
     import torch
-    single_state = torch.load(tmp_path / 'single' / f'iter_{iters}.pth', map_location='cpu',
-                              weights_only=False)['state_dict']  # our own run's checkpoints
-    dist_state = torch.load(tmp_path / 'dist' / f'iter_{iters}.pth', map_location='cpu',
-                            weights_only=False)['state_dict']
-    assert single_state.keys() == dist_state.keys()
-    worst = max(((dist_state[k].float() - single_state[k].float()).abs().max().item(), k)
-                for k in single_state if single_state[k].is_floating_point())
-    assert worst[0] < 1e-4, f'weights after {iters} steps differ most in {worst[1]}: {worst[0]:.2e}'
+
+    def weights(run: str, step: int) -> dict:   # our own runs' checkpoints: full unpickling is fine
+        return torch.load(tmp_path / run / f'iter_{step}.pth', map_location='cpu', weights_only=False)['state_dict']
+
+    def difference(a: dict, b: dict) -> tuple[float, float]:
+        """(L2 norm over all float weights, largest element) of a - b."""
+        assert a.keys() == b.keys()
+        deltas = [(a[k].double() - b[k].double()).flatten() for k in a if a[k].is_floating_point()]
+        delta = torch.cat(deltas)
+        return delta.norm().item(), delta.abs().max().item()
+
+    single_state, dist_state = weights('single', iters), weights('dist', iters)
+    apart, apart_max = difference(dist_state, single_state)
+    moved, moved_max = difference(single_state, weights('single', iters // 2))   # the last 8 steps' updates
+    assert moved_max > 1e-3, f'training hardly moved the weights ({moved_max:.1e}): nothing to compare'
+    # float summation order differs (DDP averages two half-batch gradients); Adam can amplify that on
+    # single elements, so the test is on the whole weight vector: far below what training moved it
+    assert apart < 0.01 * moved, f'1 vs 2 processes: |dW| {apart:.2e} vs last 8 steps {moved:.2e}'
+    assert apart_max < 1e-3
 
     single_records, dist_records = scalar_records(tmp_path / 'single'), scalar_records(tmp_path / 'dist')
     assert sorted(losses(dist_records)) == list(range(1, iters + 1))  # rank 0 logged every step
