@@ -37,10 +37,11 @@ def find_config(name: str) -> Path:
     if (root / name).is_file():
         return root / name
     stem = Path(name).name.removesuffix('.py')
-    matches = [root / n for n in list_configs() if Path(n).stem == stem]
+    shipped = list_configs()
+    matches = [root / n for n in shipped if Path(n).stem == stem]
     if len(matches) == 1:
         return matches[0]
-    close = [n for n in list_configs() if stem.split('_')[0] in n][:10]
+    close = [n for n in shipped if stem.split('_')[0] in n][:10]
     raise FileNotFoundError(f'config {name!r} is neither a file nor a shipped config'
                             + (f'; ambiguous: {[str(m) for m in matches]}' if matches else '')
                             + (f'; similar: {close}' if close and not matches else '')
