@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import DenseBackbone, register_backbone, register_converter
-from ._layers import (Mlp, activate, add_residual, drop_path_or_identity, drop_path_schedule, hooked,
-                      pad_to_multiple, run_maybe_checkpointed)
+from ._layers import (Mlp, add_residual, conv_act, drop_path_or_identity, drop_path_schedule, hooked,
+                      linear, pad_to_multiple, run_maybe_checkpointed)
 from .weights import CheckpointError
 
 logger = logging.getLogger('backbones')
@@ -67,13 +67,13 @@ class FocalModulation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[-1]
-        x = self.f(x).permute(0, 3, 1, 2)  # channels-last NCHW view: no copy; convs keep that layout
+        x = linear(self.f, x).permute(0, 3, 1, 2)  # channels-last NCHW view: no copy; convs keep that layout
         query, ctx, gates = torch.split(x, (channels, channels, self.focal_level + 1), dim=1)
         # without gradients the gated sum accumulates in place (no new activation-sized tensor per level)
         in_place = not (torch.is_grad_enabled() and x.requires_grad) and not hooked(self)
         ctx_all = 0
         for level, (conv, act) in enumerate(self.focal_layers):
-            ctx = activate(act, conv(ctx), conv)
+            ctx = conv_act(ctx, conv, act)
             gate = gates[:, level:level + 1]
             ctx_all = ctx_all.addcmul_(ctx, gate) if in_place and level else ctx_all + ctx * gate
         ctx_global = self.act(ctx.mean(2, keepdim=True).mean(3, keepdim=True))
@@ -87,7 +87,7 @@ class FocalModulation(nn.Module):
         out = (modulator.mul_(query) if in_place else query * modulator).permute(0, 2, 3, 1)
         if hasattr(self, 'ln'):
             out = self.ln(out)
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(linear(self.proj, out))
 
 
 class FocalNetBlock(nn.Module):

@@ -62,8 +62,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import DenseBackbone, register_backbone, register_converter
-from ._layers import (ConvNormSequential, activate, add_residual, build_norm2d, conv_norm,
-                      drop_path_or_identity, drop_path_schedule, nchw_to_nlc, nlc_to_nchw,
+from ._layers import (ConvNormSequential, add_residual, build_norm2d, conv_norm,
+                      drop_path_or_identity, drop_path_schedule, linear, nchw_to_nlc, nlc_to_nchw,
                       run_maybe_checkpointed)
 
 __all__ = ['HRFormer', 'convert_hrformer', 'arch_from_classification_cfg']
@@ -96,8 +96,8 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(conv_norm(x, self.conv1, self.norm1))
-        out = self.relu(conv_norm(out, self.conv2, self.norm2))
+        out = conv_norm(x, self.conv1, self.norm1, self.relu)
+        out = conv_norm(out, self.conv2, self.norm2, self.relu)
         out = conv_norm(out, self.conv3, self.norm3)
         return self.relu(out + identity)
 
@@ -166,7 +166,7 @@ class WindowAttention(nn.Module):
         nh, nw = hp // w, wp // w
         windows = x.reshape(n, nh, w, nw, w, c).permute(0, 1, 3, 2, 4, 5).reshape(n, nh * nw, w * w, c)
         head_dim = c // self.num_heads
-        qkv = self.qkv(windows).reshape(n, nh * nw, w * w, 3, self.num_heads, head_dim)
+        qkv = linear(self.qkv, windows).reshape(n, nh * nw, w * w, 3, self.num_heads, head_dim)
         q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)            # each N, nW, heads, w², hd
         bias = self._attn_bias(pads, (hp, wp), x)
         if bias is None:
@@ -177,7 +177,7 @@ class WindowAttention(nn.Module):
             # under autocast (matmuls stay low precision).
             attn = (q * head_dim ** -0.5) @ k.transpose(-2, -1)
             out = (attn + bias).softmax(-1).to(v.dtype) @ v
-        out = self.proj(out.transpose(2, 3).reshape(n, nh * nw, w * w, c))
+        out = linear(self.proj, out.transpose(2, 3).reshape(n, nh * nw, w * w, c))
         out = out.reshape(n, nh, nw, w, w, c).permute(0, 1, 3, 2, 4, 5).reshape(n, hp, wp, c)
         return out[:, pads[2]:pads[2] + h, pads[0]:pads[0] + w_]
 
@@ -196,9 +196,9 @@ class ConvFFN(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = activate(self.act, conv_norm(x, self.fc1, self.norm1), self.norm1)
-        x = activate(self.act, conv_norm(x, self.dw3x3, self.norm2), self.norm2)
-        return activate(self.act, conv_norm(x, self.fc2, self.norm3), self.norm3)
+        x = conv_norm(x, self.fc1, self.norm1, self.act)
+        x = conv_norm(x, self.dw3x3, self.norm2, self.act)
+        return conv_norm(x, self.fc2, self.norm3, self.act)
 
 
 class HRFormerBlock(nn.Module):
@@ -466,12 +466,15 @@ class HRFormer(DenseBackbone):
 
     # ---- forward ---------------------------------------------------------------------------------
     def _stage1(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(conv_norm(x, self.conv1, self.norm1))
-        x = self.relu(conv_norm(x, self.conv2, self.norm2))
+        x = conv_norm(x, self.conv1, self.norm1, self.relu)
+        x = conv_norm(x, self.conv2, self.norm2, self.relu)
         return self.layer1(x)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """N×3×H×W (any H, W) → tuple of branch maps for `out_indices` (see `feature_info`)."""
+        # Channels-last from the stem on (the transformer branches are channels-last already): oneDNN
+        # runs the stem, stage-1 and transition convolutions several times faster that way on CPU (backward too).
+        x = x.contiguous(memory_format=torch.channels_last)
         x = run_maybe_checkpointed(self._stage1, x, enabled=self.with_cp)
         xs = [x]
         for s in (2, 3, 4):

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import DenseBackbone, register_backbone, register_converter
-from ._layers import (Mlp, add_residual, drop_path_or_identity, drop_path_schedule, nchw_to_nlc,
-                      nlc_to_nchw, run_maybe_checkpointed)
+from ._layers import (Mlp, add_residual, drop_path_or_identity, drop_path_schedule, linear,
+                      nchw_to_nlc, nlc_to_nchw, run_maybe_checkpointed)
 
 __all__ = ['PCPVT', 'SVT', 'convert_twins']
 
@@ -126,14 +126,14 @@ class GlobalSubsampledAttention(nn.Module):
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         n, length, c = x.shape
         head_dim = c // self.num_heads
-        q = self.q(x).reshape(n, length, self.num_heads, head_dim).transpose(1, 2)
+        q = linear(self.q, x).reshape(n, length, self.num_heads, head_dim).transpose(1, 2)
         source = x
         if self.sr_ratio > 1:
             source = self.norm(nchw_to_nlc(self.sr(nlc_to_nchw(x, hw))))
-        k, v = self.kv(source).reshape(n, -1, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
+        k, v = linear(self.kv, source).reshape(n, -1, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
         out = multihead_attention(q, k, v, scale=self.scale,
                                   dropout=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(n, length, c)))
+        return self.proj_drop(linear(self.proj, out.transpose(1, 2).reshape(n, length, c)))
 
 
 class LocallyGroupedAttention(nn.Module):
@@ -178,13 +178,13 @@ class LocallyGroupedAttention(nn.Module):
             # (N * windows, 1, 1, ws*ws): per window, which keys are real tokens
             key_mask = self._to_windows(valid).reshape(windows, 1, 1, ws * ws).repeat(n, 1, 1, 1)
         head_dim = c // self.num_heads
-        qkv = self.qkv(self._to_windows(x))  # (N, windows, ws*ws, 3C)
+        qkv = linear(self.qkv, self._to_windows(x))  # (N, windows, ws*ws, 3C)
         q, k, v = qkv.reshape(n * windows, ws * ws, 3, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
         out = multihead_attention(q, k, v, scale=self.scale, key_mask=key_mask,
                                   dropout=self.attn_drop if self.training else 0.0)
         out = out.transpose(1, 2).reshape(n, hp // ws, wp // ws, ws, ws, c).transpose(2, 3)
         out = out.reshape(n, hp, wp, c)[:, :h, :w].reshape(n, length, c)
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(linear(self.proj, out))
 
 
 class TwinsBlock(nn.Module):

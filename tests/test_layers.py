@@ -1,4 +1,6 @@
-"""Shared layers: BatchNorm folded into the preceding convolution in eval mode."""
+"""Shared layers: BatchNorm folding, fused inference kernels, in-place paths, memory-lean BN+GELU."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -127,3 +129,83 @@ def test_forward_hooks_see_the_plain_outputs(name):
         plain_out = model(x)                 # fast paths on again: same backbone outputs
     for a, b in zip(hooked_out, plain_out):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def _ran_mkldnn_kernel(fn) -> bool:
+    """Whether `fn()` ran one of oneDNN's fused pointwise kernels."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return any(e.name.startswith('mkldnn::_') and 'pointwise' in e.name for e in prof.events())
+
+
+@pytest.mark.parametrize('act', [None, nn.GELU(), nn.GELU(approximate='tanh'), nn.ReLU()])
+def test_fused_kernels_match_the_plain_ops_in_fp32_inference(act):
+    from backbones._layers import conv_act, linear
+    torch.manual_seed(0)
+    fc = nn.Linear(16, 24)
+    conv, bn = nn.Conv2d(8, 8, 3, 1, 1, groups=8), randomized_bn(8).eval()
+    tokens = torch.randn(2, 5, 7, 16)
+    maps = torch.randn(2, 8, 9, 11).contiguous(memory_format=torch.channels_last)
+    ident = (lambda t: t) if act is None else act
+    cases = [(lambda: linear(fc, tokens, act), ident(fc(tokens))),
+             (lambda: conv_norm(maps, conv, bn, act), ident(bn(conv(maps))))]
+    if act is not None:
+        cases.append((lambda: conv_act(maps, conv, act), act(conv(maps))))
+    for fused, want in cases:
+        with torch.no_grad():
+            assert _ran_mkldnn_kernel(fused) == torch.backends.mkldnn.is_available()
+            torch.testing.assert_close(fused(), want, atol=1e-5, rtol=1e-5)
+        assert not _ran_mkldnn_kernel(fused)                    # autograd on: the plain ops
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+            assert not _ran_mkldnn_kernel(fused)                # autocast sees the plain ops
+
+
+def test_fused_kernels_switch_off():
+    import backbones._layers as layers
+    fc, x = nn.Linear(4, 4), torch.randn(3, 4)
+    with torch.no_grad():
+        try:
+            layers.FUSED_CPU = False
+            assert not _ran_mkldnn_kernel(lambda: layers.linear(fc, x, nn.GELU()))
+        finally:
+            layers.FUSED_CPU = True
+        handle = fc.register_forward_hook(lambda *args: None)
+        assert not _ran_mkldnn_kernel(lambda: layers.linear(fc, x, nn.GELU()))   # hooked: the module runs
+        handle.remove()
+
+
+def _saved_bytes(fn) -> tuple[torch.Tensor, int]:
+    storages = {}
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(storages.values())
+
+
+@pytest.mark.parametrize('momentum', [0.1, None])
+@pytest.mark.parametrize('approximate', ['none', 'tanh'])
+def test_training_batch_norm_gelu_matches_plain_and_keeps_less_for_backward(momentum, approximate):
+    torch.manual_seed(0)
+    act = nn.GELU(approximate=approximate)
+    conv, bn = nn.Conv2d(8, 32, 1).double(), nn.BatchNorm2d(32, momentum=momentum).double()
+    nn.init.uniform_(bn.weight, 0.5, 1.5)
+    nn.init.uniform_(bn.bias, -0.5, 0.5)
+    ref_conv, ref_bn = copy.deepcopy(conv), copy.deepcopy(bn)
+    x = torch.randn(4, 8, 10, 12, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    for _ in range(2):                                       # twice: running statistics accumulate
+        out, fused_bytes = _saved_bytes(lambda: conv_norm(x, conv, bn, act))
+        want, plain_bytes = _saved_bytes(lambda: act(ref_bn(ref_conv(x))))
+        grad = torch.randn_like(out)
+        out.backward(grad)
+        want.backward(grad)
+    torch.testing.assert_close(out, want, atol=1e-12, rtol=0)
+    for mine, ref in [(conv.weight, ref_conv.weight), (conv.bias, ref_conv.bias), (bn.weight, ref_bn.weight),
+                      (bn.bias, ref_bn.bias)]:
+        torch.testing.assert_close(mine.grad, ref.grad, atol=1e-10, rtol=1e-10)
+    for name in ('running_mean', 'running_var', 'num_batches_tracked'):
+        torch.testing.assert_close(getattr(bn, name), getattr(ref_bn, name), atol=1e-12, rtol=0)
+    activation = out.numel() * out.element_size()
+    assert plain_bytes - fused_bytes >= activation            # the normalised map is not held
+    assert torch.autograd.gradcheck(lambda t: conv_norm(t, conv, bn, act), (x[:2, :, :3, :4].clone().requires_grad_(),))
