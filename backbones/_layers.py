@@ -4,7 +4,9 @@ Everything here needs PyTorch only.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -183,6 +185,99 @@ def build_norm2d(norm_cfg: Optional[dict], num_features: int) -> nn.Module:
     raise ValueError(f"unsupported norm type {kind!r}; expected 'BN' or 'SyncBN'")
 
 
+def _affine_of(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], mean: torch.Tensor,
+               invstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (scale, shift), shaped to broadcast over `x`, with batch_norm(x) = x * scale + shift."""
+    scale = invstd if weight is None else invstd * weight
+    shift = -mean * scale if bias is None else bias - mean * scale
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return scale.reshape(shape), shift.reshape(shape)
+
+
+class _Recipe:
+    """How to recompute a tensor in backward: `fn(*args)`, where args may be recipes themselves. The
+    result is kept while the recipe lives (a few backward nodes share it), so each runs once."""
+    __slots__ = ('fn', 'args', 'value')
+
+    def __init__(self, fn: Callable, args: tuple):
+        self.fn, self.args, self.value = fn, args, None
+
+    def __call__(self) -> torch.Tensor:
+        if self.value is None:
+            self.value = self.fn(*(a() if isinstance(a, _Recipe) else a for a in self.args))
+        return self.value
+
+
+def _gelu_of_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, approximate: str) -> torch.Tensor:
+    return torch.ops.aten.gelu_(torch.addcmul(shift, x, scale), approximate=approximate)
+
+
+def _conv_again(x: torch.Tensor, conv: nn.Conv2d, version: int) -> torch.Tensor:
+    if conv.weight._version != version:
+        raise RuntimeError(f'{conv}: its weight was modified in place between forward and backward; the '
+                           f'recomputed activation would differ (call the optimizer after backward)')
+    return conv._conv_forward(x, conv.weight, conv.bias)
+
+
+class RecomputedActivations:
+    """Context manager for training: selected activations produced inside it (outputs of
+    `batch_norm_gelu`, of cheap depth-wise convolutions) are not held when a later operation inside it
+    saves them for backward; a `_Recipe` is kept instead and that backward recomputes them from tensors
+    that are held anyway (the BatchNorm input and statistics, the depth-wise convolution's recomputable
+    input). Selective activation checkpointing: the dense convolutions never re-run and the BatchNorm
+    running statistics are updated once. Not for use inside `torch.utils.checkpoint` (whose own
+    saved-tensor hooks it would shadow)."""
+
+    _active = threading.local()
+
+    def __init__(self):
+        self._recipes: dict[tuple, tuple[torch.Tensor, _Recipe]] = {}
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+
+    @staticmethod
+    def _key(t: torch.Tensor) -> tuple:
+        return t.data_ptr(), t.dtype, tuple(t.shape), t.stride(), t._version
+
+    @classmethod
+    def register(cls, out: torch.Tensor, fn: Callable, *args) -> None:
+        """Inside a context: `out` equals `fn(*args)`; tensor args that are recomputable themselves are
+        referenced through their recipes, so they are not held either."""
+        current = getattr(cls._active, 'current', None)
+        if current is not None:     # `out` is held until the context exits, so its address stays unique
+            args = tuple(current._pack(a) if isinstance(a, torch.Tensor) else a for a in args)
+            current._recipes[cls._key(out)] = (out, _Recipe(fn, args))
+
+    @classmethod
+    def active(cls) -> bool:
+        return getattr(cls._active, 'current', None) is not None
+
+    def _pack(self, t: torch.Tensor):
+        entry = self._recipes.get(self._key(t))
+        return entry[1] if entry is not None else t
+
+    @staticmethod
+    def _unpack(packed):
+        return packed() if isinstance(packed, _Recipe) else packed
+
+    def __enter__(self) -> 'RecomputedActivations':
+        self._previous = getattr(self._active, 'current', None)
+        self._active.current = self
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+        self._active.current = self._previous
+        self._recipes.clear()
+
+
+def recompute_activations(enabled: bool = True):
+    """`RecomputedActivations()` while autograd records (and not under compilation), else a no-op."""
+    if enabled and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        return RecomputedActivations()
+    return contextlib.nullcontext()
+
+
 class _BatchNormGELU(torch.autograd.Function):
     """Training-mode `gelu(batch_norm(x))` that keeps only `x` and the batch statistics for backward:
     the normalised map (GELU's input) is recomputed there from them (one elementwise pass) instead of
@@ -195,15 +290,16 @@ class _BatchNormGELU(torch.autograd.Function):
         y, mean, invstd = torch.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)
         ctx.save_for_backward(x, weight, bias, mean, invstd)
         ctx.eps, ctx.approximate = eps, approximate
-        return torch.ops.aten.gelu_(y, approximate=approximate)
+        out = torch.ops.aten.gelu_(y, approximate=approximate)
+        RecomputedActivations.register(out, _gelu_of_affine, x, *_affine_of(x, weight, bias, mean, invstd),
+                                       approximate)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight, bias, mean, invstd = ctx.saved_tensors
-        scale = invstd if weight is None else invstd * weight
-        shift = -mean * scale if bias is None else bias - mean * scale
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        normalised = torch.addcmul(shift.reshape(shape), x, scale.reshape(shape))
+        scale, shift = _affine_of(x, weight, bias, mean, invstd)
+        normalised = torch.addcmul(shift, x, scale)
         grad = torch.ops.aten.gelu_backward(grad, normalised, approximate=ctx.approximate)
         del normalised
         want = ctx.needs_input_grad
@@ -236,6 +332,9 @@ def conv_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module, act: Optional[n
         y = conv(x)
         if (type(norm) is nn.BatchNorm2d and norm.training and type(act) is nn.GELU and torch.is_grad_enabled()
                 and not hooked(conv, norm, act)):
+            if (RecomputedActivations.active() and type(conv) is nn.Conv2d
+                    and conv.groups == conv.in_channels == conv.out_channels):    # depth-wise: cheap to redo
+                RecomputedActivations.register(y, _conv_again, x, conv, conv.weight._version)
             return batch_norm_gelu(y, norm, act)
         y = norm(y)
         return y if act is None else activate(act, y, norm)

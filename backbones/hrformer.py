@@ -64,7 +64,7 @@ from torch import nn
 from ._base import DenseBackbone, register_backbone, register_converter
 from ._layers import (ConvNormSequential, add_residual, build_norm2d, conv_norm,
                       drop_path_or_identity, drop_path_schedule, linear, nchw_to_nlc, nlc_to_nchw,
-                      run_maybe_checkpointed)
+                      recompute_activations, run_maybe_checkpointed)
 
 __all__ = ['HRFormer', 'convert_hrformer', 'arch_from_classification_cfg']
 
@@ -194,11 +194,14 @@ class ConvFFN(nn.Module):
         self.fc2 = nn.Conv2d(hidden, dim, 1)
         self.norm3 = build_norm2d(norm_cfg, dim)
         self.act = nn.GELU()
+        self.recompute_hidden = True      # off under `with_cp` (whole branches are checkpointed then)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = conv_norm(x, self.fc1, self.norm1, self.act)
-        x = conv_norm(x, self.dw3x3, self.norm2, self.act)
-        return conv_norm(x, self.fc2, self.norm3, self.act)
+        # training: the hidden GELU outputs are recomputed for the convolutions' backward, not held
+        with recompute_activations(self.recompute_hidden):
+            x = conv_norm(x, self.fc1, self.norm1, self.act)
+            x = conv_norm(x, self.dw3x3, self.norm2, self.act)
+            return conv_norm(x, self.fc2, self.norm3, self.act)
 
 
 class HRFormerBlock(nn.Module):
@@ -410,6 +413,9 @@ class HRFormer(DenseBackbone):
             setattr(self, f'stage{s}', nn.ModuleList(modules))
             prev_channels = channels
         self._feature_info = [dict(channels=prev_channels[i], stride=4 * 2 ** i, index=i) for i in out_indices]
+        for module in self.modules():
+            if isinstance(module, ConvFFN):
+                module.recompute_hidden = not with_cp
         self._freeze_stages()
 
     @staticmethod

@@ -209,3 +209,46 @@ def test_training_batch_norm_gelu_matches_plain_and_keeps_less_for_backward(mome
     activation = out.numel() * out.element_size()
     assert plain_bytes - fused_bytes >= activation            # the normalised map is not held
     assert torch.autograd.gradcheck(lambda t: conv_norm(t, conv, bn, act), (x[:2, :, :3, :4].clone().requires_grad_(),))
+
+
+def test_recomputed_ffn_activations_give_the_same_gradients(monkeypatch):
+    """HRFormer's ConvFFN holds neither its hidden GELU outputs nor the depth-wise conv output for
+    backward; recomputing them there gives bit-identical gradients and running statistics."""
+    import backbones._layers as layers
+    from backbones.hrformer import ConvFFN, HRFormer
+    torch.manual_seed(0)
+    lean = HRFormer(arch=HRFormer.micro_arch('small'), drop_path_rate=0.0).double().train()
+    plain = copy.deepcopy(lean)
+    ffns = [m for m in plain.modules() if isinstance(m, ConvFFN)]
+    assert ffns and all(m.recompute_hidden for m in ffns)
+    for m in ffns:
+        m.recompute_hidden = False
+    calls = {'gelu': 0, 'conv': 0}
+    for name, key in (('_gelu_of_affine', 'gelu'), ('_conv_again', 'conv')):
+        fn = getattr(layers, name)
+        monkeypatch.setattr(layers, name, lambda *a, fn=fn, key=key: (calls.__setitem__(key, calls[key] + 1), fn(*a))[1])
+    x = torch.randn(2, 3, 40, 56, dtype=torch.float64)
+    grads = [torch.randn_like(o) for o in copy.deepcopy(plain)(x)]     # a copy: statistics untouched
+    for model in (lean, plain):
+        model.zero_grad()
+        sum((o * g).sum() for o, g in zip(model(x), grads)).backward()
+    # each FFN: its two hidden GELU outputs and its depth-wise conv output, each recomputed once
+    assert calls == {'gelu': 2 * len(ffns), 'conv': len(ffns)}
+    for (name, a), b in zip(lean.named_parameters(), plain.parameters()):
+        if a.grad is not None or b.grad is not None:
+            assert torch.equal(a.grad, b.grad), name
+    for (name, a), b in zip(lean.named_buffers(), plain.buffers()):
+        assert torch.equal(a, b), name
+
+
+def test_recomputation_refuses_weights_changed_before_backward():
+    from backbones._layers import recompute_activations
+    torch.manual_seed(0)
+    dw, bn = nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.BatchNorm2d(4)
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    with recompute_activations():
+        y = conv_norm(conv_norm(x, nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.GELU()), dw, bn, nn.GELU())
+    with torch.no_grad():
+        dw.weight.add_(1.0)
+    with pytest.raises(RuntimeError, match='modified'):
+        y.sum().backward()
