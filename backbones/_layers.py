@@ -120,9 +120,11 @@ def _fused_attr(act: Optional[nn.Module]) -> Optional[tuple[str, str]]:
 
 def _fused_ok(x: torch.Tensor, *modules: Optional[nn.Module]) -> bool:
     """Whether the fused oneDNN kernels may run for `x`: fp32 CPU tensors without autograd, autocast,
-    tracing, compilation or export (these see the plain ops), and no hook watching `modules`."""
+    tracing, compilation or export (these see the plain ops), oneDNN enabled in torch.backends.mkldnn, and no
+    hook watching `modules`."""
     return (FUSED_CPU and x.device.type == 'cpu' and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled('cpu')
+            and torch.backends.mkldnn.is_available() and torch._C._get_mkldnn_enabled()
+            and not torch.is_autocast_enabled('cpu')
             and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
             and not torch.onnx.is_in_onnx_export() and not hooked(*[m for m in modules if m is not None]))
 

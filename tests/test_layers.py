@@ -169,6 +169,11 @@ def test_fused_kernels_switch_off():
             assert not _ran_mkldnn_kernel(lambda: layers.linear(fc, x, nn.GELU()))
         finally:
             layers.FUSED_CPU = True
+        try:
+            torch.backends.mkldnn.enabled = False                                # torch's own switch
+            assert not _ran_mkldnn_kernel(lambda: layers.linear(fc, x, nn.GELU()))
+        finally:
+            torch.backends.mkldnn.enabled = True
         handle = fc.register_forward_hook(lambda *args: None)
         assert not _ran_mkldnn_kernel(lambda: layers.linear(fc, x, nn.GELU()))   # hooked: the module runs
         handle.remove()
