@@ -48,7 +48,10 @@ Differences from the original:
     * optional padded-token mask (mmpose 1.x applies its mask only when both H and W are padded;
       ours masks whenever any side is padded);
     * the classification head (incre_modules, downsamp_modules, final_layer, classifier) is not
-      built; its checkpoint keys are ignored on load.
+      built; its checkpoint keys are ignored on load;
+    * the input is made channels-last at the stem (outputs are channels-last strided NCHW tensors, the
+      same values); in training the ConvFFN recomputes its hidden activations in backward instead of
+      holding them (`backbones._layers.RecomputedActivations`; off under `with_cp`).
 """
 from __future__ import annotations
 
