@@ -139,14 +139,19 @@ def linear(fc: nn.Linear, x: torch.Tensor, act: Optional[nn.Module] = None) -> t
     return y if act is None else activate(act, y, fc)
 
 
+def _fused_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], conv: nn.Conv2d,
+                attr: tuple[str, str]) -> torch.Tensor:
+    """oneDNN convolution with `conv`'s geometry, the given weight/bias and post-op `attr`."""
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(conv.padding), list(conv.stride),
+                                                   list(conv.dilation), conv.groups, attr[0], [], attr[1])
+
+
 def conv_act(x: torch.Tensor, conv: nn.Conv2d, act: nn.Module) -> torch.Tensor:
     """`act(conv(x))`, NCHW → NCHW (any memory format); one fused oneDNN kernel in fp32 CPU inference."""
     attr = _fused_attr(act)
     if (attr is not None and type(conv) is nn.Conv2d and conv.padding_mode == 'zeros'
             and not isinstance(conv.padding, str) and _fused_ok(x, conv, act)):
-        return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, list(conv.padding),
-                                                       list(conv.stride), list(conv.dilation), conv.groups,
-                                                       attr[0], [], attr[1])
+        return _fused_conv(x, conv.weight, conv.bias, conv, attr)
     return activate(act, conv(x), conv)
 
 
@@ -293,8 +298,9 @@ class _BatchNormGELU(torch.autograd.Function):
         ctx.save_for_backward(x, weight, bias, mean, invstd)
         ctx.eps, ctx.approximate = eps, approximate
         out = torch.ops.aten.gelu_(y, approximate=approximate)
-        RecomputedActivations.register(out, _gelu_of_affine, x, *_affine_of(x, weight, bias, mean, invstd),
-                                       approximate)
+        if RecomputedActivations.active():
+            RecomputedActivations.register(out, _gelu_of_affine, x, *_affine_of(x, weight, bias, mean, invstd),
+                                           approximate)
         return out
 
     @staticmethod
@@ -352,8 +358,7 @@ def conv_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module, act: Optional[n
     bias = bias.to(conv.weight.dtype)
     attr = _fused_attr(act)
     if attr is not None and _fused_ok(x, act):
-        return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(conv.padding), list(conv.stride),
-                                                       list(conv.dilation), conv.groups, attr[0], [], attr[1])
+        return _fused_conv(x, weight, bias, conv, attr)
     y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     return y if act is None else activate(act, y, norm)
 
