@@ -216,14 +216,16 @@ class _Recipe:
 
 
 def _gelu_of_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, approximate: str) -> torch.Tensor:
-    return torch.ops.aten.gelu_(torch.addcmul(shift, x, scale), approximate=approximate)
+    """gelu(x * scale + shift) in x's dtype (bf16/fp16 under autocast, as the forward produced it)."""
+    return torch.ops.aten.gelu_(torch.addcmul(shift, x, scale).to(x.dtype), approximate=approximate)
 
 
 def _conv_again(x: torch.Tensor, conv: nn.Conv2d, version: int) -> torch.Tensor:
     if conv.weight._version != version:
         raise RuntimeError(f'{conv}: its weight was modified in place between forward and backward; the '
                            f'recomputed activation would differ (call the optimizer after backward)')
-    return conv._conv_forward(x, conv.weight, conv.bias)
+    bias = None if conv.bias is None else conv.bias.to(x.dtype)      # autocast cast them in forward
+    return conv._conv_forward(x, conv.weight.to(x.dtype), bias)
 
 
 class RecomputedActivations:
@@ -307,8 +309,8 @@ class _BatchNormGELU(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, weight, bias, mean, invstd = ctx.saved_tensors
         scale, shift = _affine_of(x, weight, bias, mean, invstd)
-        normalised = torch.addcmul(shift, x, scale)
-        grad = torch.ops.aten.gelu_backward(grad, normalised, approximate=ctx.approximate)
+        normalised = torch.addcmul(shift, x, scale).to(x.dtype)     # bf16/fp16 under autocast, as forward
+        grad = torch.ops.aten.gelu_backward(grad.to(x.dtype), normalised, approximate=ctx.approximate)
         del normalised
         want = ctx.needs_input_grad
         grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(

@@ -257,3 +257,33 @@ def test_recomputation_refuses_weights_changed_before_backward():
         dw.weight.add_(1.0)
     with pytest.raises(RuntimeError, match='modified'):
         y.sum().backward()
+
+
+def test_lean_hrformer_training_under_bf16_autocast(monkeypatch):
+    """The recomputed activations come back in the dtype autocast gave them (bf16 here, fp16 on GPU)."""
+    import backbones._layers as layers
+    from backbones.hrformer import ConvFFN, HRFormer
+    torch.manual_seed(0)
+    lean = HRFormer(arch=HRFormer.micro_arch('small'), drop_path_rate=0.0).train()
+    plain = copy.deepcopy(lean)
+    for m in plain.modules():
+        if isinstance(m, ConvFFN):
+            m.recompute_hidden = False
+    x = torch.randn(2, 3, 48, 40)
+    results = []
+    for model, batch_norm_gelu in ((lean, layers.batch_norm_gelu), (plain, lambda y, norm, act: act(norm(y)))):
+        monkeypatch.setattr(layers, 'batch_norm_gelu', batch_norm_gelu)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            outs = model(x)
+            loss = sum(o.float().square().mean() for o in outs)
+        loss.backward()
+        results.append((outs, [p.grad for p in model.parameters()]))
+    (lean_out, lean_grads), (plain_out, plain_grads) = results
+    assert all(o.dtype == torch.bfloat16 for o in lean_out)
+    for a, b in zip(lean_out, plain_out):
+        torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=2e-2)
+    for a, b in zip(lean_grads, plain_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.isfinite(a).all()
+            torch.testing.assert_close(a, b, atol=2e-2 * b.abs().max().item() + 1e-6, rtol=2e-2)
