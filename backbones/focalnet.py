@@ -14,7 +14,9 @@ with the behaviour of the official dense backbone (`detection/mmdet/models/backb
   cropped) centrally, `modulation.f` gate rows re-laid out for more focal levels;
 * checkpoint layouts: official classification / dense / mmdet-2.x detector, timm, HF transformers.
 
-Tensors are kept channels-last (N, H, W, C) inside the stages, as in the official code.
+Tensors are kept channels-last (N, H, W, C) inside the stages, as in the official code. In CPU
+training the focal depth-wise convolutions (kernels >= 5) take their gradients as forward
+convolutions (`_layers.depthwise_conv`): oneDNN's own depth-wise backward-weight is 5-15x slower.
 """
 from __future__ import annotations
 

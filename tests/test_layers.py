@@ -287,3 +287,76 @@ def test_lean_hrformer_training_under_bf16_autocast(monkeypatch):
         if a is not None:
             assert torch.isfinite(a).all()
             torch.testing.assert_close(a, b, atol=2e-2 * b.abs().max().item() + 1e-6, rtol=2e-2)
+
+
+@pytest.mark.parametrize('shape,kernel,padding,bias', [
+    ((2, 3, 11, 9), 5, 2, True),        # 'same' padding, several strips with a partial last one
+    ((1, 4, 13, 7), (7, 5), (1, 3), False),  # rectangular kernel, less padding than 'same' on H
+    ((2, 2, 9, 10), 5, 4, True),       # more padding than 'same': the output is larger than the input
+])
+def test_depthwise_backward_as_forward_convolutions(monkeypatch, shape, kernel, padding, bias):
+    """`depthwise_conv`'s backward (flipped-kernel correlation for the input, strip-wise grouped forward
+    convolution for the weight) equals the convolution's own gradients, to second order."""
+    import backbones._layers as layers
+    monkeypatch.setattr(layers, 'DEPTHWISE_STRIP_ROWS', 4)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(shape[1], shape[1], kernel, padding=padding, groups=shape[1], bias=bias).double()
+    x = torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert layers._depthwise_train_ok(x, conv)
+    params = [x] + list(conv.parameters())
+    out = layers.depthwise_conv(x, conv)
+    want = conv(x)
+    torch.testing.assert_close(out, want, atol=1e-13, rtol=0)
+    grad = torch.randn_like(out)
+    mine = torch.autograd.grad(out, params, grad, create_graph=True)
+    ref = torch.autograd.grad(want, params, grad, create_graph=True)
+    for a, b in zip(mine, ref):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    # second order (e.g. a gradient penalty) through the new backward
+    second = torch.autograd.grad(sum(g.square().sum() for g in mine), params[:2])
+    second_ref = torch.autograd.grad(sum(g.square().sum() for g in ref), params[:2])
+    for a, b in zip(second, second_ref):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+    small = x[:1, :, :6, :5].detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t, w: layers.depthwise_conv(t, conv), (small, conv.weight))
+
+
+def test_depthwise_backward_only_where_it_applies():
+    from backbones._layers import _depthwise_train_ok
+    x = torch.randn(1, 4, 8, 8, requires_grad=True)
+    dw = nn.Conv2d(4, 4, 5, padding=2, groups=4)
+    assert _depthwise_train_ok(x, dw)
+    for conv in (nn.Conv2d(4, 4, 3, padding=1, groups=4),          # small kernel: oneDNN's backward is fast
+                 nn.Conv2d(4, 4, 5, stride=2, padding=2, groups=4), nn.Conv2d(4, 8, 5, padding=2, groups=4),
+                 nn.Conv2d(4, 4, 5, padding=2), nn.Conv2d(4, 4, 5, padding='same', groups=4),
+                 nn.Conv2d(4, 4, 5, padding=2, groups=4, padding_mode='reflect')):
+        assert not _depthwise_train_ok(x, conv)
+    with torch.no_grad():
+        assert not _depthwise_train_ok(x, dw)
+    assert not _depthwise_train_ok(x.detach(), dw.requires_grad_(False))
+    dw.requires_grad_(True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not _depthwise_train_ok(x, dw)
+    handle = dw.register_forward_hook(lambda *args: None)
+    assert not _depthwise_train_ok(x, dw)
+    handle.remove()
+
+
+def test_focalnet_training_gradients_with_the_depthwise_backward(monkeypatch):
+    """A FocalNet with focal window 9 (kernels 9 and 11, as tiny-srf in dense configs) trains to the same
+    gradients with the depth-wise backward as with the plain convolution's."""
+    import backbones._layers as layers
+    from backbones import FocalNet
+    torch.manual_seed(0)
+    model = FocalNet(arch=dict(FocalNet.micro_arch('tiny-srf'), focal_windows=[9] * 4), drop_path_rate=0.0).double().train()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert {m.kernel_size for m in convs} == {(9, 9), (11, 11)}
+    x = torch.randn(2, 3, 64, 96, dtype=torch.float64)
+    grads = []
+    for min_kernel in (5, 10 ** 6):
+        monkeypatch.setattr(layers, 'DEPTHWISE_MIN_KERNEL', min_kernel)
+        model.zero_grad()
+        sum(o.square().mean() for o in model(x)).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for (name, _), a, b in zip(model.named_parameters(), *grads):
+        torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-9, msg=name)
