@@ -66,7 +66,35 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = self._chunk_rows(x)
+        if rows:
+            flat = x.reshape(-1, x.shape[-1])
+            out = torch.cat([self._forward(chunk) for chunk in flat.split(rows)])
+            return out.view(*x.shape[:-1], out.shape[-1])
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(linear(self.fc2, self.drop(linear(self.fc1, x, self.act))))
+
+    def _chunk_rows(self, x: torch.Tensor) -> int:
+        """Tokens per chunk in CPU training when the hidden activation would reach MLP_CHUNK_ABOVE bytes,
+        else 0 (one pass). See MLP_CHUNK_BYTES."""
+        tokens = x.numel() // max(x.shape[-1], 1)
+        hidden_bytes = self.fc1.out_features * 4            # fp32 (autocast's bf16 halves it: still chunked)
+        if (tokens * hidden_bytes < MLP_CHUNK_ABOVE or x.device.type != 'cpu' or not torch.is_grad_enabled()
+                or torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+                or hooked(self)):
+            return 0
+        return max(1, MLP_CHUNK_BYTES // hidden_bytes)
+
+
+# CPU training: an Mlp whose hidden activation (tokens x hidden, fp32) would take >= MLP_CHUNK_ABOVE bytes
+# runs over chunks of MLP_CHUNK_BYTES of hidden activation, then concatenates the outputs; same values. glibc
+# serves blocks >= 32 MiB by mmap and returns them on free, so every such activation and gradient is
+# page-faulted in anew on every step (~1 ms per 4 MiB here: Twins-PCPVT-S stage 1, 2 x 16384 x 512 fp32 =
+# 64 MiB, four of them per block per step); smaller blocks are recycled from the heap.
+MLP_CHUNK_BYTES = 8 << 20
+MLP_CHUNK_ABOVE = 32 << 20
 
 
 def hooked(*modules: nn.Module) -> bool:

@@ -360,3 +360,31 @@ def test_focalnet_training_gradients_with_the_depthwise_backward(monkeypatch):
         grads.append([p.grad.clone() for p in model.parameters()])
     for (name, _), a, b in zip(model.named_parameters(), *grads):
         torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-9, msg=name)
+
+
+def test_mlp_chunks_large_training_activations(monkeypatch):
+    """In CPU training an Mlp with a large hidden activation runs over token chunks (allocator-friendly
+    blocks): same outputs and gradients as one pass; one pass without gradients or under a hook."""
+    import backbones._layers as layers
+    from backbones._layers import Mlp
+    torch.manual_seed(0)
+    mlp = Mlp(6, 24, 5).double()
+    x = torch.randn(2, 7, 9, 6, dtype=torch.float64, requires_grad=True)
+    want = mlp(x)
+    grad = torch.randn_like(want)
+    want_grads = torch.autograd.grad(want, [x, *mlp.parameters()], grad)
+    monkeypatch.setattr(layers, 'MLP_CHUNK_ABOVE', 0)
+    monkeypatch.setattr(layers, 'MLP_CHUNK_BYTES', 24 * 4 * 10)             # 10 tokens per chunk
+    assert mlp._chunk_rows(x) == 10
+    calls = []
+    handle = mlp.fc2.register_forward_hook(lambda m, i, o: calls.append(o.shape))
+    assert mlp._chunk_rows(x) == 0                                           # a hook sees whole tensors
+    handle.remove()
+    monkeypatch.setattr(Mlp, '_forward', lambda self, t, f=Mlp._forward: (calls.append(t.shape), f(self, t))[1])
+    out = mlp(x)
+    assert calls == [(10, 6)] * 12 + [(6, 6)]                                # 126 tokens
+    torch.testing.assert_close(out, want, atol=1e-14, rtol=0)
+    for a, b in zip(torch.autograd.grad(out, [x, *mlp.parameters()], grad), want_grads):
+        torch.testing.assert_close(a, b, atol=1e-13, rtol=1e-13)
+    with torch.no_grad():
+        assert mlp._chunk_rows(x) == 0
