@@ -82,19 +82,25 @@ class Mlp(nn.Module):
         tokens = x.numel() // max(x.shape[-1], 1)
         hidden_bytes = self.fc1.out_features * 4            # fp32 (autocast's bf16 halves it: still chunked)
         if (tokens * hidden_bytes < MLP_CHUNK_ABOVE or x.device.type != 'cpu' or not torch.is_grad_enabled()
-                or torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-                or hooked(self)):
+                or not plain_eager() or hooked(self)):
             return 0
         return max(1, MLP_CHUNK_BYTES // hidden_bytes)
 
 
 # CPU training: an Mlp whose hidden activation (tokens x hidden, fp32) would take >= MLP_CHUNK_ABOVE bytes
-# runs over chunks of MLP_CHUNK_BYTES of hidden activation, then concatenates the outputs; same values. glibc
-# serves blocks >= 32 MiB by mmap and returns them on free, so every such activation and gradient is
-# page-faulted in anew on every step (~1 ms per 4 MiB here: Twins-PCPVT-S stage 1, 2 x 16384 x 512 fp32 =
-# 64 MiB, four of them per block per step); smaller blocks are recycled from the heap.
+# runs over chunks of MLP_CHUNK_BYTES of hidden activation, then concatenates the outputs (same values; the
+# weight gradients are sums over chunks, equal up to float rounding). glibc serves blocks >= 32 MiB by mmap
+# and returns them on free, so every such activation and gradient is page-faulted in anew on every step
+# (~1 ms per 4 MiB here: Twins-PCPVT-S stage 1, 2 x 16384 x 512 fp32 = 64 MiB, four of them per block per
+# step); smaller blocks are recycled from the heap.
 MLP_CHUNK_BYTES = 8 << 20
 MLP_CHUNK_ABOVE = 32 << 20
+
+
+def plain_eager() -> bool:
+    """Eager execution that nobody records: not under `torch.compile`, `torch.jit.trace` or ONNX export
+    (these must see the plain operations, not the fast paths below)."""
+    return not (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
 
 def hooked(*modules: nn.Module) -> bool:
@@ -153,8 +159,7 @@ def _fused_ok(x: torch.Tensor, *modules: Optional[nn.Module]) -> bool:
     return (FUSED_CPU and x.device.type == 'cpu' and x.dtype == torch.float32 and not torch.is_grad_enabled()
             and torch.backends.mkldnn.is_available() and torch._C._get_mkldnn_enabled()
             and not torch.is_autocast_enabled('cpu')
-            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-            and not torch.onnx.is_in_onnx_export() and not hooked(*[m for m in modules if m is not None]))
+            and plain_eager() and not hooked(*[m for m in modules if m is not None]))
 
 
 def linear(fc: nn.Linear, x: torch.Tensor, act: Optional[nn.Module] = None) -> torch.Tensor:
@@ -260,8 +265,7 @@ def _depthwise_train_ok(x: torch.Tensor, conv: nn.Module) -> bool:
             and not isinstance(conv.padding, str) and conv.padding[0] < kh and conv.padding[1] < kw
             and (x.requires_grad or conv.weight.requires_grad) and x.device.type == 'cpu'
             and x.dtype in (torch.float32, torch.float64) and conv.weight.dtype == x.dtype
-            and not torch.is_autocast_enabled('cpu') and not torch.compiler.is_compiling()
-            and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export() and not hooked(conv))
+            and not torch.is_autocast_enabled('cpu') and plain_eager() and not hooked(conv))
 
 
 def depthwise_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
