@@ -172,6 +172,16 @@ def linear(fc: nn.Linear, x: torch.Tensor, act: Optional[nn.Module] = None) -> t
     return y if act is None else activate(act, y, fc)
 
 
+def _zero_padded(conv: nn.Conv2d) -> bool:
+    """Numeric zero padding (no 'same'/'valid' string, no reflect/replicate/circular mode): what the direct
+    convolution calls below take."""
+    return conv.padding_mode == 'zeros' and not isinstance(conv.padding, str)
+
+
+def _depthwise(conv: nn.Conv2d) -> bool:
+    return conv.groups == conv.in_channels == conv.out_channels
+
+
 def _fused_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], conv: nn.Conv2d,
                 attr: tuple[str, str]) -> torch.Tensor:
     """oneDNN convolution with `conv`'s geometry, the given weight/bias and post-op `attr`."""
@@ -183,8 +193,7 @@ def conv_act(x: torch.Tensor, conv: nn.Conv2d, act: nn.Module) -> torch.Tensor:
     """`act(conv(x))`, NCHW → NCHW (any memory format); one fused oneDNN kernel in fp32 CPU inference, a
     faster backward for large depth-wise kernels in CPU training (`depthwise_conv`)."""
     attr = _fused_attr(act)
-    if (attr is not None and type(conv) is nn.Conv2d and conv.padding_mode == 'zeros'
-            and not isinstance(conv.padding, str) and _fused_ok(x, conv, act)):
+    if attr is not None and type(conv) is nn.Conv2d and _zero_padded(conv) and _fused_ok(x, conv, act):
         return _fused_conv(x, conv.weight, conv.bias, conv, attr)
     return activate(act, depthwise_conv(x, conv) if _depthwise_train_ok(x, conv) else conv(x), conv)
 
@@ -260,9 +269,8 @@ def _depthwise_train_ok(x: torch.Tensor, conv: nn.Module) -> bool:
     if type(conv) is not nn.Conv2d or not torch.is_grad_enabled():
         return False
     kh, kw = conv.kernel_size
-    return (conv.groups == conv.in_channels == conv.out_channels and min(kh, kw) >= DEPTHWISE_MIN_KERNEL
-            and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.padding_mode == 'zeros'
-            and not isinstance(conv.padding, str) and conv.padding[0] < kh and conv.padding[1] < kw
+    return (_depthwise(conv) and min(kh, kw) >= DEPTHWISE_MIN_KERNEL and conv.stride == (1, 1)
+            and conv.dilation == (1, 1) and _zero_padded(conv) and conv.padding[0] < kh and conv.padding[1] < kw
             and (x.requires_grad or conv.weight.requires_grad) and x.device.type == 'cpu'
             and x.dtype in (torch.float32, torch.float64) and conv.weight.dtype == x.dtype
             and not torch.is_autocast_enabled('cpu') and plain_eager() and not hooked(conv))
@@ -455,13 +463,12 @@ def conv_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module, act: Optional[n
     equal up to float rounding. Gradients still reach the conv and BN parameters (frozen-BN fine-tuning,
     `norm_eval=True`). In fp32 CPU inference the activation runs inside the oneDNN convolution."""
     if (norm.training or not isinstance(norm, nn.modules.batchnorm._BatchNorm)
-            or norm.running_mean is None or not isinstance(conv, nn.Conv2d) or conv.padding_mode != 'zeros'
-            or isinstance(conv.padding, str) or hooked(conv, norm)):
+            or norm.running_mean is None or not isinstance(conv, nn.Conv2d) or not _zero_padded(conv)
+            or hooked(conv, norm)):
         y = conv(x)
         if (type(norm) is nn.BatchNorm2d and norm.training and type(act) is nn.GELU and torch.is_grad_enabled()
                 and not hooked(conv, norm, act)):
-            if (RecomputedActivations.active() and type(conv) is nn.Conv2d
-                    and conv.groups == conv.in_channels == conv.out_channels):    # depth-wise: cheap to redo
+            if RecomputedActivations.active() and type(conv) is nn.Conv2d and _depthwise(conv):  # cheap to redo
                 RecomputedActivations.register(y, _conv_again, x, conv, conv.weight._version)
             return batch_norm_gelu(y, norm, act)
         y = norm(y)
