@@ -1,12 +1,13 @@
 """Building by zoo name, for users outside OpenMMLab."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from torch import nn
 
 from . import families  # noqa: F401
-from ._base import BACKBONE_CLASSES, DenseBackbone
+from ._base import BACKBONE_CLASSES, DenseBackbone, InvalidArgumentError
 
 
 def _zoo() -> dict[str, tuple[type[DenseBackbone], str]]:
@@ -26,8 +27,11 @@ def create_backbone(name: str, pretrained: bool | str = False, **overrides: Any)
     """Build a variant by zoo name; `pretrained=True` loads its default checkpoint from the zoo,
     a string loads that zoo checkpoint name, path or URL. `overrides` go to the constructor."""
     zoo = _zoo()
-    if name not in zoo:
+    if not isinstance(name, str) or name not in zoo:
         raise KeyError(f'unknown backbone {name!r}; list_backbones() gives: {sorted(zoo)}')
+    if not isinstance(pretrained, (bool, str, os.PathLike)):
+        raise InvalidArgumentError(f'create_backbone: pretrained={pretrained!r} is not accepted; accepted: False, '
+                                   'True (the default checkpoint), or a zoo checkpoint name, path or URL')
     cls, arch = zoo[name]
     model = cls(arch=arch, **overrides)
     if pretrained:

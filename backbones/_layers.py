@@ -5,6 +5,7 @@ Everything here needs PyTorch only.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 from typing import Callable, Optional, Sequence
@@ -302,6 +303,54 @@ def pad_to_multiple(x: torch.Tensor, multiple: int | tuple[int, int]) -> torch.T
     return x
 
 
+BN_TYPES = ('BN', 'BN2d', 'BatchNorm', 'BatchNorm2d')
+SYNC_BN_TYPES = ('SyncBN', 'SyncBatchNorm')
+NORM2D_TYPES = BN_TYPES + SYNC_BN_TYPES
+"""`norm_cfg['type']` values `build_norm2d` accepts."""
+
+
+class PatchEmbed(nn.Module):
+    """Strided conv + optional LayerNorm, (N, C_in, H, W) → (N, ceil(H/s), ceil(W/s), C_out).
+
+    The input is zero-padded right/bottom to a multiple of `patch_size` first (FocalNet's official dense
+    code, mmdet's Swin). Non-overlapping: kernel = stride = `patch_size` (FocalNet, S3). Overlapping
+    (FocalNet `use_conv_embed`): the stem is 7×7 stride 4 with padding `stem_conv_padding`, a downsample
+    3×3 stride 2 padding 1.
+    """
+
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int, use_conv_embed: bool = False,
+                 is_stem: bool = True, with_norm: bool = True, stem_conv_padding: int = 3):
+        super().__init__()
+        self.patch_size = patch_size
+        if use_conv_embed and is_stem:
+            self.proj = nn.Conv2d(in_chans, embed_dim, 7, stride=4, padding=stem_conv_padding)
+        elif use_conv_embed:
+            self.proj = nn.Conv2d(in_chans, embed_dim, 3, stride=2, padding=1)
+        else:
+            self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim) if with_norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(pad_to_multiple(x, self.patch_size)).permute(0, 2, 3, 1)
+        return self.norm(x) if self.norm is not None else x.contiguous()
+
+
+def init_linear_or_layernorm(module: nn.Module) -> bool:
+    """The ViT/Swin-style official init most families share: Linear trunc_normal(std .02) / bias 0,
+    LayerNorm weight 1 / bias 0. Returns whether `module` was one of them."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+        return True
+    if isinstance(module, nn.LayerNorm):
+        if module.weight is not None:
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        return True
+    return False
+
+
 def build_norm2d(norm_cfg: Optional[dict], num_features: int) -> nn.Module:
     """BatchNorm from an OpenMMLab-style cfg (`dict(type='BN'|'SyncBN', eps=..., momentum=...)`).
 
@@ -311,9 +360,9 @@ def build_norm2d(norm_cfg: Optional[dict], num_features: int) -> nn.Module:
     cfg = dict(norm_cfg or dict(type='BN'))
     kind = cfg.pop('type', 'BN')
     cfg.pop('requires_grad', None)
-    if kind in ('BN', 'BN2d', 'BatchNorm', 'BatchNorm2d'):
+    if kind in BN_TYPES:
         return nn.BatchNorm2d(num_features, **cfg)
-    if kind in ('SyncBN', 'SyncBatchNorm'):
+    if kind in SYNC_BN_TYPES:
         return nn.SyncBatchNorm(num_features, **cfg)
     raise ValueError(f"unsupported norm type {kind!r}; expected 'BN' or 'SyncBN'")
 
@@ -515,3 +564,38 @@ def run_maybe_checkpointed(fn: Callable, *args, enabled: bool):
     if enabled and torch.is_grad_enabled():
         return checkpoint(fn, *args, use_reentrant=False)
     return fn(*args)
+
+
+def relative_position_index(window: int, table_window: Optional[int] = None) -> torch.Tensor:
+    """Swin-style index (w², w²) into a ((2t-1)², heads) relative position table, t = `table_window`
+    (default w): tokens row-major in the w×w window; offsets (dy, dx) ∈ [-(w-1), w-1]² address the
+    table's centre rows, so a window smaller than the table's uses exactly its own offsets."""
+    t = window if table_window is None else table_window
+    if window > t:
+        raise ValueError(f'window {window} needs a table of window >= {window}, got table_window {t}')
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij'))
+    coords = coords.flatten(1)                                   # 2, N
+    rel = coords[:, :, None] - coords[:, None, :] + (t - 1)      # 2, N, N
+    return rel[0] * (2 * t - 1) + rel[1]
+
+
+def resize_relative_position_tables(state_dict: dict[str, torch.Tensor], own: dict[str, torch.Tensor],
+                                    mode: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Resize every `*relative_position_bias_table` of `state_dict` whose row count differs from the
+    model's (`own`, same heads) as the dense loaders do: (L, heads) → (1, heads, s, s) → interpolate
+    (`mode` 'bilinear' | 'bicubic', align_corners=False) to (t, t) → (t², heads). Returns (new state
+    dict, resized keys)."""
+    adapted = []
+    state_dict = dict(state_dict)
+    for key, value in state_dict.items():
+        if not key.endswith('relative_position_bias_table') or key not in own:
+            continue
+        target = own[key].shape
+        if value.shape == target or value.shape[1] != target[1]:
+            continue
+        src, dst = math.isqrt(value.shape[0]), math.isqrt(target[0])
+        grid = value.t().reshape(1, value.shape[1], src, src).float()
+        grid = F.interpolate(grid, size=(dst, dst), mode=mode, align_corners=False)
+        state_dict[key] = grid.reshape(value.shape[1], -1).t().to(value.dtype).contiguous()
+        adapted.append(key)
+    return state_dict, adapted

@@ -12,7 +12,7 @@ Protocol": every head is characterised by
   the number of real keys that query may attend (window size, pooled keys), averaged over queries;
   0 = one-hot, 1 = uniform.
 
-Padded tokens (Twins LSA right/bottom padding, HRFormer centred window padding) are excluded from
+Padded tokens (Twins LSA and S3 right/bottom padding, HRFormer centred window padding) are excluded from
 both statistics: they are never queries, and when the model lets a query attend them (HRFormer with
 `pad_mask=False`, the official behaviour) the probabilities are renormalised over real keys and the
 lost mass is reported as `pad_mass`.
@@ -248,12 +248,49 @@ def _hrformer_chunks(mod: nn.Module, x: torch.Tensor, chunk: int,
     return _unwindows(out, hp, wp, ws)[:, top:top + h, left:left + w]
 
 
+def _s3_chunks(mod: nn.Module, windows: torch.Tensor, layout: Any, chunk: int,
+               collect: bool) -> Iterator[AttentionChunk]:
+    """S3 WindowAttention: windows (N·nW, w², C) of the map padded right/bottom and rolled by -shift
+    (`layout`: backbones.s3.WindowLayout); relative position bias, shift-region and padded-key mask."""
+    h, w, ws, shift, mask = layout
+    hp, wp = h + (-h) % ws, w + (-w) % ws
+    n_win = (hp // ws) * (wp // ws)
+    n, c = windows.shape[0] // n_win, windows.shape[-1]
+    heads = mod.num_heads
+    valid = torch.zeros(1, hp, wp, dtype=torch.bool, device=windows.device)
+    valid[:, :h, :w] = True
+    pos = _grid_centres(hp, wp, device=windows.device).reshape(1, hp, wp, 2)   # unrolled image coordinates
+    if shift:
+        valid, pos = valid.roll((-shift, -shift), (1, 2)), pos.roll((-shift, -shift), (1, 2))
+    valid, pos = _windows(valid, ws)[0], _windows(pos, ws)[0]                  # nW, w² (, 2)
+    bias = mod.position_bias(ws).to(windows.dtype)                            # heads, L, L
+    windows = windows.reshape(n, n_win, ws * ws, c)
+    chunk = max(1, chunk // (ws * ws))                                        # queries → windows per step
+    outs = []
+    for start in range(0, n_win, chunk):
+        qkv = mod.qkv(windows[:, start:start + chunk])
+        g = qkv.shape[1]
+        q, k, v = qkv.reshape(n, g, ws * ws, 3, heads, -1).permute(3, 0, 1, 4, 2, 5)   # N, g, heads, L, 32
+        logits = (q * mod.scale) @ k.transpose(-2, -1) + bias
+        if mask is not None:
+            logits = logits + mask[None, start:start + g, None].to(logits.dtype)
+        probs = torch.softmax(logits, -1)
+        kv_valid = valid[start:start + g]
+        p_chunk = pos[start:start + g]
+        yield AttentionChunk(probs, p_chunk, p_chunk, v, kv_valid, kv_valid)
+        if collect:
+            outs.append((probs @ v).transpose(2, 3).reshape(n, g, ws * ws, -1))
+    if not collect:
+        return None
+    return mod.proj(torch.cat(outs, 1)).reshape(n * n_win, ws * ws, -1)
+
+
 # ---------------------------------------------------------------------------------------------------
 # layers of a model
 # ---------------------------------------------------------------------------------------------------
 @dataclass
 class LayerInfo:
-    """One analysed layer: `kind` in {'gsa', 'lsa', 'window', 'focal'}; `stride` in input pixels per
+    """One analysed layer: `kind` in {'gsa', 'lsa', 'window', 's3-window', 'focal'}; `stride` in input pixels per
     token; `heads` (attention heads, or focal levels + 1 for 'focal')."""
     name: str
     kind: str
@@ -275,6 +312,7 @@ def find_attention_layers(model: nn.Module) -> list[LayerInfo]:
     """Every attention (or focal modulation) layer of a zoo backbone, in module order."""
     from .focalnet import FocalModulation
     from .hrformer import WindowAttention
+    from .s3 import WindowAttention as S3WindowAttention
     from .twins import GlobalSubsampledAttention, LocallyGroupedAttention
     layers = []
     for name, mod in model.named_modules():
@@ -290,6 +328,9 @@ def find_attention_layers(model: nn.Module) -> list[LayerInfo]:
             branch = int(parts[parts.index('branches') + 1])
             layers.append(LayerInfo(name, 'window', stem * 2 ** branch, mod.num_heads, mod,
                                     window=mod.window_size))
+        elif isinstance(mod, S3WindowAttention):
+            stride = model.patch_embed.patch_size * 2 ** int(parts[1])
+            layers.append(LayerInfo(name, 's3-window', stride, mod.num_heads, mod, window=mod.window_size))
         elif isinstance(mod, FocalModulation):
             layers.append(LayerInfo(name, 'focal', _focalnet_stride(model, int(parts[1])), mod.focal_level + 1,
                                     mod))
@@ -356,6 +397,9 @@ class AttentionLocality:
                     return
                 if layer.kind == 'window':
                     reader = _hrformer_chunks(module, x, self.chunk, self.verify)
+                elif layer.kind == 's3-window':
+                    reader = _s3_chunks(module, x, args[1] if len(args) > 1 else kwargs['layout'], self.chunk,
+                                        self.verify)
                 else:
                     hw = args[1] if len(args) > 1 else kwargs['hw']
                     fn = _gsa_chunks if layer.kind == 'gsa' else _lsa_chunks

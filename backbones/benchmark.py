@@ -16,7 +16,8 @@ Peak memory:
 * CUDA: `torch.cuda.max_memory_allocated` above the memory allocated before the timed loop.
 
 `--compare` runs the peer of each variant (mmseg 1.2.2 `PCPVT`/`SVT`, mmpose 1.3.2 `HRFormer`, HF
-transformers `FocalNetModel`) in the same run: the peer is built with a fixed seed, its state dict is
+transformers `FocalNetModel`, mmdet 3.3.0 `SwinTransformer` for S3 at its widths and depths, window 7 in
+both) in the same run: the peer is built with a fixed seed, its state dict is
 converted by OUR converter into our model, so both compute the same function with the same weights;
 the report gives the speed ratio (peer time / our time, > 1 = we are faster), the memory ratio (ours /
 peer) and the max absolute output difference on the same input.
@@ -65,10 +66,15 @@ class Config:
     compare: bool = False             # ours built with the peer's weights (converted)
     arch_overrides: dict = field(default_factory=dict)
     outputs_path: Optional[str] = None  # where the worker saves its outputs for the max-diff check
+    model_kwargs: dict = field(default_factory=dict)  # mechanism keywords (lean=, lowrank=, ...), ours only
+    checkpoint: Optional[str] = None  # load these weights into ours (path), e.g. a `backbones fit` output
+    steady_peak: bool = False         # CPU: peak of the timed repeats only, from a trimmed heap (see below)
+    malloc_mmap_threshold: Optional[int] = None  # glibc MALLOC_MMAP_THRESHOLD_ of the worker (fixed allocator)
 
 
 PEERS = {'twins-pcpvt': 'mmseg PCPVT', 'twins-svt': 'mmseg SVT', 'hrformer': 'mmpose HRFormer',
-         'focalnet': 'HF FocalNetModel'}
+         'focalnet': 'HF FocalNetModel', 's3': 'mmdet SwinTransformer'}
+S3_PEER_WINDOW = 7   # mmdet's Swin has one window for every stage; S3's searched windows differ per stage
 
 
 def _family_of(variant: str) -> str:
@@ -116,6 +122,14 @@ def build_peer(variant: str, overrides: Optional[dict] = None) -> torch.nn.Modul
         if family == 'twins-svt':
             return mmseg_backbones.SVT(windiow_sizes=cfg['wss'], norm_after_stage=True, **common)
         return mmseg_backbones.PCPVT(norm_after_stage=False, **common)
+    if family == 's3':     # mmdet 3.3.0 Swin at S3's widths and depths (head dim 32 = width / heads, as S3)
+        from mmdet.models.backbones import SwinTransformer
+        heads = [h[0] if isinstance(h, (list, tuple)) else h for h in cfg['num_heads']]
+        peer = SwinTransformer(embed_dims=cfg['embed_dim'][0], depths=cfg['depths'], num_heads=heads,
+                               window_size=S3_PEER_WINDOW, mlp_ratio=4, qkv_bias=True, drop_path_rate=0.0,
+                               patch_norm=True, out_indices=(0, 1, 2, 3), with_cp=False, convert_weights=False)
+        peer.init_weights()
+        return peer
     if family == 'hrformer':
         from mmpose.models.backbones.hrformer import HRFormer as MMPoseHRFormer
         peer = MMPoseHRFormer(extra=_mmpose_extra(copy.deepcopy(cfg)), norm_cfg=dict(type='BN'))
@@ -131,19 +145,23 @@ def build_peer(variant: str, overrides: Optional[dict] = None) -> torch.nn.Modul
     return transformers.FocalNetModel(config, add_pooling_layer=False)
 
 
-def build_ours(variant: str, overrides: Optional[dict] = None, peer_weights: bool = False) -> torch.nn.Module:
-    """Our model of `variant` (drop-path 0). With `peer_weights`, switched to compute the peer's
-    function (LayerNorm eps, RPE, fusion mode) and loaded with the peer's weights via our converter."""
+def build_ours(variant: str, overrides: Optional[dict] = None, peer_weights: bool = False,
+               model_kwargs: Optional[dict] = None) -> torch.nn.Module:
+    """Our model of `variant` (drop-path 0; `model_kwargs` go to the constructor). With `peer_weights`,
+    switched to compute the peer's function (LayerNorm eps, RPE, fusion mode) and loaded with the peer's
+    weights via our converter."""
     from .weights import load_pretrained
     family = _family_of(variant) if peer_weights else None
     cls, cfg = _our_class_and_arch(variant, overrides or {})
-    kwargs: dict[str, Any] = dict(drop_path_rate=0.0)
+    kwargs: dict[str, Any] = dict(drop_path_rate=0.0, **(model_kwargs or {}))
     if family == 'twins-svt':
         cfg['norm_layer'] = 'torch.nn.LayerNorm'   # mmseg's LayerNorms use eps 1e-5
     if family == 'hrformer':
         kwargs.update(with_rpe=True, fuse_upsample='bilinear', pad_mask=False)
     if family == 'focalnet':
         kwargs.update(out_norm=False, stem_conv_padding=2)  # HF: classification layout, no dense norms
+    if family == 's3':
+        cfg['window_size'] = S3_PEER_WINDOW   # the peer's window everywhere, so the weights compute the same
     model = cls(arch=cfg, **kwargs)
     if peer_weights:
         peer_state = build_peer(variant, overrides).state_dict()
@@ -196,6 +214,19 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _steady_baseline() -> tuple[bool, Optional[int]]:
+    """`steady_peak`: after the warm-up, return freed heap pages to the system (glibc `malloc_trim`) and
+    reset the high-water mark, so the peak counts what a steady-state call touches, not the first
+    call's one-off costs (oneDNN kernel generation, library pages) nor heap left resident before it."""
+    gc.collect()
+    try:
+        import ctypes
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    return _reset_peak_rss(), _proc_status_kib('VmRSS')
+
+
 # ---------------------------------------------------------------------------------------------------
 # worker (one configuration, in its own process)
 # ---------------------------------------------------------------------------------------------------
@@ -204,7 +235,10 @@ def run_config(cfg: Config) -> dict:
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     if cfg.impl == 'ours':
-        model = build_ours(cfg.variant, cfg.arch_overrides, peer_weights=cfg.compare)
+        model = build_ours(cfg.variant, cfg.arch_overrides, peer_weights=cfg.compare, model_kwargs=cfg.model_kwargs)
+        if cfg.checkpoint:
+            from .weights import load_pretrained
+            load_pretrained(model, cfg.checkpoint)
     else:
         model = build_peer(cfg.variant, cfg.arch_overrides)
     model.to(device)
@@ -242,6 +276,8 @@ def run_config(cfg: Config) -> dict:
     first_call_s = time.perf_counter() - t_compile
     for _ in range(max(cfg.warmup - 1, 0)):
         step()
+    if cfg.steady_peak and device.type == 'cpu':
+        peak_reset, base_rss = _steady_baseline()
     times = []
     for _ in range(cfg.repeats):
         t0 = time.perf_counter()
@@ -252,7 +288,8 @@ def run_config(cfg: Config) -> dict:
         memory_method = 'cuda.max_memory_allocated - allocated before the loop'
     elif peak_reset and base_rss is not None:
         peak_mib = (_proc_status_kib('VmHWM') - base_rss) / 1024
-        memory_method = 'VmHWM (reset via clear_refs) - VmRSS of the built model'
+        memory_method = ('VmHWM - VmRSS over the repeats after warm-up and malloc_trim' if cfg.steady_peak
+                         else 'VmHWM (reset via clear_refs) - VmRSS of the built model')
     else:
         import resource
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -288,6 +325,8 @@ def _host() -> str:
 def measure(cfg: Config) -> dict:
     """Run `cfg` in a fresh subprocess (OMP/MKL threads set before torch starts) and return its record."""
     env = dict(os.environ, OMP_NUM_THREADS=str(cfg.threads), MKL_NUM_THREADS=str(cfg.threads))
+    if cfg.malloc_mmap_threshold:
+        env['MALLOC_MMAP_THRESHOLD_'] = str(cfg.malloc_mmap_threshold)
     cmd = [sys.executable, '-m', 'backbones.benchmark', '--worker', json.dumps(asdict(cfg))]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -6,7 +6,12 @@
     backbones where [NAME]
     backbones convert SRC --family F --out DIR [--name N] [--arch A] [--prefix P] [--trust]
     backbones publish SRC --out DIR [--name N]
-    backbones swap CONFIG BACKBONE --out FILE [--checkpoint NAME]
+    backbones swap CONFIG BACKBONE --out FILE [--checkpoint NAME] [--lr LR] [--weight-decay WD]
+    backbones export-width CONFIG CHECKPOINT --width R --out DIR [--trust]
+    backbones merge-adapters ARC_CONFIG ADAPTER_FILE --out FILE [--base PLAIN_CHECKPOINT] [--trust DIR]
+    backbones memory VARIANT --size HxW [--batch N] [--lean] [--lowrank R] [--json F]
+    backbones lowrank VARIANT... [--ratios R...] [--size HxW] [--checkpoint C]
+    backbones fit VARIANT --budget 256MB --size 512x512 [--allow-resize] [--out DIR]
 
 `tools/download.py`, `tools/convert.py`, `tools/publish.py` and `tools/swap_backbone.py` are thin wrappers.
 """
@@ -29,6 +34,10 @@ CONVERTER_VERSION = 1
 
 def _print(*args) -> None:
     print(*args, flush=True)
+
+
+def _error(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
 
 
 def _human(size: Optional[int]) -> str:
@@ -75,11 +84,11 @@ def cmd_download(args: argparse.Namespace) -> int:
     if args.family:
         names += [n for n in zoo.list_checkpoints(family=args.family) if zoo.get_checkpoint(n).direct_sources]
     if not names:
-        _print('nothing to download: give NAMEs or --family')
+        _error('nothing to download: give NAMEs or --family')
         return 2
     if args.from_file:
         if len(names) != 1:
-            _print('--from-file takes exactly one NAME')
+            _error('--from-file takes exactly one NAME')
             return 2
         fetched = hub.import_file(names[0], args.from_file)
         _print(f'{names[0]}: imported {args.from_file} → {fetched.path} ({fetched.verification})')
@@ -92,7 +101,7 @@ def cmd_download(args: argparse.Namespace) -> int:
                        else hub.fetch_checkpoint(name))
         except (hub.DownloadError, KeyError) as err:
             failed += 1
-            _print(f'{name}: FAILED\n{err}')
+            _error(f'{name}: FAILED\n{err}')
             continue
         _print(f'{name}: {fetched.path}  from {fetched.url}  ({fetched.verification}, sha256 {fetched.sha256})')
     return 1 if failed else 0
@@ -201,9 +210,42 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_swap(args: argparse.Namespace) -> int:
-    from .swap import write_swapped_config
-    out = write_swapped_config(args.config, args.backbone, args.out, checkpoint=args.checkpoint)
-    _print(f'wrote {out}')
+    from .swap import plan_swap, write_config
+    plan = plan_swap(args.config, args.backbone, checkpoint=args.checkpoint, lr=args.lr,
+                     weight_decay=args.weight_decay)
+    out = write_config(plan, args.out)
+    _print(f'wrote {out}: {args.backbone} out_indices={list(plan.out_indices)}, strides {plan.new_strides} '
+           f'(stock {plan.stock_strides})')
+    for note in plan.notes:
+        _print(f'note: {note}')
+    return 0
+
+
+def cmd_export_width(args: argparse.Namespace) -> int:
+    """A trained slimmable model (config + checkpoint) + a width → a standalone narrow config + checkpoint."""
+    from mmengine.config import Config
+    from .slimming import export_model
+    from .weights import read_checkpoint
+    cfg = Config.fromfile(args.config)
+    obj = read_checkpoint(args.checkpoint, trust=args.trust)
+    state = obj.get('state_dict', obj) if isinstance(obj, dict) else obj
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    model_cfg, narrow_state, narrow = export_model(cfg.model.to_dict(), state, args.width)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f'{Path(args.config).stem}_width-{args.width:g}'
+    meta = dict(exported_from=Path(args.checkpoint).name, width=args.width, backbones_version=_version())
+    final, sha = _write_hashed({'state_dict': narrow_state, 'meta': meta}, str(out), stem)
+    cfg.model = model_cfg
+    cfg.load_from = str(final)
+    for loop in ('val_cfg', 'test_cfg'):          # a Scala training's per-width loop → the plain one
+        if str(cfg.get(loop, {}).get('type', '')).endswith('ScalaValLoop'):
+            cfg[loop] = dict(type='ValLoop' if loop == 'val_cfg' else 'TestLoop')
+    config_path = out / f'{stem}.py'
+    cfg.dump(str(config_path))
+    params = sum(p.numel() for p in narrow.parameters())
+    _print(f'wrote {config_path} and {final} (backbone {params / 1e6:.2f} M parameters at width {args.width:g}, '
+           f'output channels {narrow.out_channels})')
     return 0
 
 
@@ -233,6 +275,13 @@ def run_passthrough(command: str, argv: list[str]) -> int:
     return 0
 
 
+def cmd_merge_adapters(args: argparse.Namespace) -> int:
+    from .runner import merge_adapter_file
+    checkpoint = merge_adapter_file(args.config, args.adapter, args.out, base=args.base, trusted=args.trust)
+    _print(f'merged {args.adapter} into its base: {len(checkpoint["state_dict"])} tensors → {args.out}')
+    return 0
+
+
 PASSTHROUGH = {
     'demo-data': 'write the demo dataset (--out data/demo; = tools/make_demo_data.py)',
     'train': 'train a config (= tools/train.py; shipped config names work too)',
@@ -242,7 +291,7 @@ PASSTHROUGH = {
 
 # ---- parser -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='backbones', description='FocalNet / Twins / HRFormer checkpoint zoo')
+    parser = argparse.ArgumentParser(prog='backbones', description='FocalNet / Twins / HRFormer / S3 checkpoint zoo')
     parser.add_argument('-v', '--verbose', action='store_true')
     sub = parser.add_subparsers(dest='command', required=True)
     p = sub.add_parser('list', help='list the zoo: checkpoints, sources, hash status, cache state')
@@ -263,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_where)
     p = sub.add_parser('convert', help='convert any supported layout to ours: {name}-{sha256[:8]}.pth')
     p.add_argument('src', help='path, URL or zoo name')
-    p.add_argument('--family', required=True, choices=('focalnet', 'twins', 'hrformer'))
+    p.add_argument('--family', required=True, choices=('focalnet', 'twins', 'hrformer', 's3'))
     p.add_argument('--out', required=True)
     p.add_argument('--name')
     p.add_argument('--arch', help='variant to check the converted weights against (loads strictly)')
@@ -282,27 +331,112 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('backbone', help="zoo backbone name, e.g. 'focalnet-tiny-srf'")
     p.add_argument('--out', required=True)
     p.add_argument('--checkpoint', help='zoo checkpoint name (default: the backbone\'s default)')
+    p.add_argument('--lr', type=float, help='AdamW learning rate (default: the family recipe for the task)')
+    p.add_argument('--weight-decay', type=float, help='AdamW weight decay (default: the family recipe)')
     p.set_defaults(func=cmd_swap)
+    p = sub.add_parser('export-width', help='a trained slimmable model + a width → standalone narrow '
+                                            'config and checkpoint')
+    p.add_argument('config', help='the training config (backbone with slimmable=dict(...))')
+    p.add_argument('checkpoint', help='its trained checkpoint')
+    p.add_argument('--width', type=float, required=True, help='a trained width, e.g. 0.5')
+    p.add_argument('--out', required=True, help='directory for the config and checkpoint')
+    p.add_argument('--trust', action='store_true', help='allow full unpickling (your own runner checkpoints)')
+    p.set_defaults(func=cmd_export_width)
     p = sub.add_parser('configs', help='list the configs shipped with the package (det, seg, pose, demo)')
     p.add_argument('pattern', nargs='?', help='substring filter, e.g. focalnet or demo')
     p.add_argument('--paths', action='store_true', help='print absolute paths')
     p.set_defaults(func=cmd_configs)
     p = sub.add_parser('card', help='print a family\'s model card (or its path)')
-    p.add_argument('family', choices=('focalnet', 'twins', 'hrformer'))
+    p.add_argument('family', choices=('focalnet', 'twins', 'hrformer', 's3'))
     p.add_argument('--path', action='store_true')
     p.set_defaults(func=cmd_card)
+    p = sub.add_parser('merge-adapters', help='fold an ARC adapter file into its base: one plain checkpoint')
+    p.add_argument('config', help='the ARC config the adapter file was trained with')
+    p.add_argument('adapter', help='adapter file (adapters_final.pth of the training run)')
+    p.add_argument('--out', required=True, help='merged checkpoint; loads into the plain parent config')
+    p.add_argument('--base', help="the plain checkpoint the ARC run started from (its load_from), if any")
+    p.add_argument('--trust', nargs='*', default=[], metavar='FOLDER',
+                   help='folders whose full (non tensor-only) checkpoints may be unpickled')
+    p.set_defaults(func=cmd_merge_adapters)
+    from . import memory
+    p = sub.add_parser('memory', help='memory model: live activations per block, predicted and measured peak')
+    memory.add_arguments(p)
+    p.set_defaults(func=memory.cmd_memory)
+    from . import lowrank
+    p = sub.add_parser('lowrank', help='low-rank layers: output error, parameters, memory against the rank ratio')
+    lowrank.add_arguments(p)
+    p.set_defaults(func=lowrank.cmd_table)
+    p = sub.add_parser('fit', help='choose rank ratios (and input size) meeting a peak-memory budget')
+    lowrank.add_fit_arguments(p)
+    p.set_defaults(func=lowrank.cmd_fit)
     for command, text in PASSTHROUGH.items():   # listed for --help; main() dispatches them
         sub.add_parser(command, add_help=False, help=text)
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _run(argv: list[str]) -> int:
     if argv and argv[0] in PASSTHROUGH:
         return run_passthrough(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format='%(message)s')
     return int(args.func(args) or 0)
+
+
+_OPENMMLAB_HINT = ("the OpenMMLab stack (mmengine, mmcv, mmdet, mmseg, mmpose): run `bash tools/setup_env.sh` "
+                   "in a source checkout (it builds mmcv 2.1.0 against your torch; README, Install)")
+OPTIONAL_DEPENDENCIES = {
+    'cv2': 'OpenCV: pip install opencv-python-headless (bash tools/setup_env.sh installs it too)',
+    'safetensors': 'safetensors: pip install safetensors',
+    **{name: _OPENMMLAB_HINT for name in ('mmengine', 'mmcv', 'mmdet', 'mmseg', 'mmpose')},
+}
+"""Top-level module → what to install, for the verbs that need more than torch."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input, not a bug: reported as one line on stderr, no traceback."""
+    from ._base import InvalidArgumentError
+    from .hub import DownloadError
+    from .weights import CheckpointError
+    return InvalidArgumentError, CheckpointError, DownloadError, FileNotFoundError, KeyError
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run a verb like a Unix tool: a closed pipe (`backbones list | head -1`) ends quietly with status 0;
+    user errors and missing optional dependencies print one line on stderr and exit 1 (`-v` shows the
+    traceback); anything else is a bug and keeps its traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith('-')), '')
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except ModuleNotFoundError as err:
+        need = OPTIONAL_DEPENDENCIES.get((err.name or '').split('.')[0])
+        if need is None or '-v' in argv or '--verbose' in argv:
+            raise
+        return _fail(command, f'needs {need} (No module named {err.name!r})')
+    except _user_errors() as err:
+        if '-v' in argv or '--verbose' in argv:
+            raise
+        return _fail(command, err.args[0] if isinstance(err, KeyError) and err.args else err)
+
+
+def _fail(command: str, message: object) -> int:
+    text = '; '.join(line.strip() for line in str(message).splitlines() if line.strip())
+    print(f'{"backbones " + command if command else "backbones"}: error: {text}', file=sys.stderr, flush=True)
+    return 1
+
+
+def _silence_stdout() -> None:
+    """After EPIPE: point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):   # no real file descriptor (in-process callers)
+        pass
 
 
 if __name__ == '__main__':

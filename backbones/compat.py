@@ -1,5 +1,5 @@
 """Workarounds for the OpenMMLab 2.x stack on current torch / numpy / CPU, applied without patching
-installed files (research/stack.md §4). Imported by `backbones.registry`; each fix is idempotent.
+installed files (docs/stack.md). Imported by `backbones.registry`; each fix is idempotent.
 
 1. mmpose without torchvision: `mmpose.visualization.simcc_vis` imports torchvision at module level,
    and any mmpose registry lookup imports it. A stand-in module whose `SimCCVisualizer` raises on use

@@ -8,7 +8,7 @@ Deterministic (seeded): the same files on every machine. Layout under --out (def
     seg/{train,val}/NNNN.png                 mmseg label maps: 0 background, 1 circle, 2 square, 3 triangle
     shapes_keypoints.py                      mmpose dataset metainfo (keypoints, skeleton, sigmas, flip pairs)
 
-Usage: python tools/make_demo_data.py [--out data/demo] [--train 96] [--val 24] [--size 128]
+Usage: python tools/make_demo_data.py [--out data/demo] [--train 96] [--val 24] [--size 128] [--shifted]
    or: backbones demo-data [same options]   (pip installs, no checkout needed)
 Needs numpy and opencv (both come with the OpenMMLab stack).
 """
@@ -54,6 +54,17 @@ def textured_background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(field + stripes + noise, 0, 255).astype(np.uint8)
 
 
+def shifted_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """The shifted task's texture: a tilted checkerboard in two random dark colours plus coarse noise."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    angle, period = rng.uniform(0, math.pi), rng.uniform(6, 14)
+    u, v = xx * math.cos(angle) + yy * math.sin(angle), -xx * math.sin(angle) + yy * math.cos(angle)
+    checker = ((np.floor(u / period) + np.floor(v / period)) % 2)[..., None]
+    a, b = rng.uniform(20, 110, size=(2, 3))
+    noise = rng.normal(0, 14, size=(size, size, 3))
+    return np.clip(a + (b - a) * checker + noise, 0, 255).astype(np.uint8)
+
+
 def shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
     """Outline (K, 2) float32 of a shape centred at (cx, cy) with circumradius r."""
     if kind == 'circle':
@@ -65,8 +76,10 @@ def shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np
     return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], 1).astype(np.float32)
 
 
-def make_image(rng: np.random.Generator, size: int):
-    img = textured_background(rng, size)
+def make_image(rng: np.random.Generator, size: int, shifted: bool = False):
+    """One image, its label map and its objects. `shifted`: the transfer task (same classes and
+    geometry; checkerboard textures, and each class tied to another colour channel, at a lower level)."""
+    img = shifted_background(rng, size) if shifted else textured_background(rng, size)
     label = np.zeros((size, size), np.uint8)
     objects, placed = [], []
     for _ in range(rng.integers(1, 4)):
@@ -81,7 +94,11 @@ def make_image(rng: np.random.Generator, size: int):
         cls = int(rng.integers(len(CLASSES)))
         poly = shape_polygon(CLASSES[cls], cx, cy, r, rng.uniform(0, math.pi / 2))
         colour = [int(c) for c in rng.uniform(0, 255, 3)]
-        colour[cls] = 255  # a class-correlated channel keeps the demo learnable in minutes
+        if shifted:
+            colour = [int(c) for c in rng.uniform(0, 120, 3)]
+            colour[(cls + 1) % 3] = 230
+        else:
+            colour[cls] = 255  # a class-correlated channel keeps the demo learnable in minutes
         pts = np.round(poly).astype(np.int32)
         cv2.fillPoly(img, [pts], colour)
         cv2.fillPoly(label, [pts], cls + 1)
@@ -113,14 +130,14 @@ def coco_annotations(objects_per_image: list, size: int, split: str) -> tuple[di
             dict(info=info, images=images, annotations=kpts, categories=kp_category))
 
 
-def write_split(out: Path, split: str, count: int, size: int, seed: int) -> None:
+def write_split(out: Path, split: str, count: int, size: int, seed: int, shifted: bool = False) -> None:
     rng = np.random.default_rng(seed)
     (out / 'images' / split).mkdir(parents=True, exist_ok=True)
     (out / 'seg' / split).mkdir(parents=True, exist_ok=True)
     (out / 'annotations').mkdir(parents=True, exist_ok=True)
     all_objects = []
     for i in range(count):
-        img, label, objects = make_image(rng, size)
+        img, label, objects = make_image(rng, size, shifted)
         cv2.imwrite(str(out / 'images' / split / f'{i:04d}.png'), img[:, :, ::-1])
         cv2.imwrite(str(out / 'seg' / split / f'{i:04d}.png'), label)
         all_objects.append(objects)
@@ -129,15 +146,18 @@ def write_split(out: Path, split: str, count: int, size: int, seed: int) -> None
     (out / 'annotations' / f'keypoints_{split}.json').write_text(json.dumps(keypoints))
 
 
-def make_demo_data(out: str | Path = 'data/demo', train: int = 96, val: int = 24, size: int = 128) -> Path:
-    """Write the dataset unless the same version/size/count is already there. Returns its folder."""
+def make_demo_data(out: str | Path = 'data/demo', train: int = 96, val: int = 24, size: int = 128,
+                   shifted: bool = False) -> Path:
+    """Write the dataset unless the same version/size/count is already there. Returns its folder.
+    `shifted`: the transfer task of `tools/transfer_experiment.py` (other textures and colours, other seeds)."""
     out = Path(out)
     stamp = out / '.demo-data'
-    wanted = json.dumps(dict(version=VERSION, train=train, val=val, size=size))
+    shift = {'shifted': True} if shifted else {}
+    wanted = json.dumps(dict(version=VERSION, train=train, val=val, size=size, **shift))
     if stamp.exists() and stamp.read_text() == wanted:
         return out
-    write_split(out, 'train', train, size, seed=0)
-    write_split(out, 'val', val, size, seed=1)
+    write_split(out, 'train', train, size, seed=10 if shifted else 0, shifted=shifted)
+    write_split(out, 'val', val, size, seed=11 if shifted else 1, shifted=shifted)
     (out / 'shapes_keypoints.py').write_text(METAINFO)
     stamp.write_text(wanted)
     return out
@@ -149,8 +169,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--train', type=int, default=96)
     parser.add_argument('--val', type=int, default=24)
     parser.add_argument('--size', type=int, default=128)
+    parser.add_argument('--shifted', action='store_true',
+                        help='the shifted transfer task (checkerboard textures, other class colours)')
     args = parser.parse_args(argv)
-    out = make_demo_data(args.out, args.train, args.val, args.size)
+    out = make_demo_data(args.out, args.train, args.val, args.size, args.shifted)
     print(f'demo data in {out}')
 
 

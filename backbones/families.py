@@ -1,2 +1,2 @@
 """Imports every family module, so that their classes and converters register themselves."""
-from . import focalnet, hrformer, twins  # noqa: F401
+from . import focalnet, hrformer, s3, twins  # noqa: F401

@@ -28,9 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import DenseBackbone, register_backbone, register_converter
-from ._layers import (Mlp, add_residual, conv_act, drop_path_or_identity, drop_path_schedule, hooked,
-                      linear, pad_to_multiple, run_maybe_checkpointed)
+from ._base import (POSITIVE, POSITIVE_INT, DenseBackbone, Each, Number, register_backbone,
+                    register_converter)
+from ._layers import (Mlp, PatchEmbed, add_residual, conv_act, drop_path_or_identity, drop_path_schedule,
+                      hooked, init_linear_or_layernorm, linear, run_maybe_checkpointed)
+from ._taps import Tap
 from .weights import CheckpointError
 
 logger = logging.getLogger('backbones')
@@ -115,44 +117,25 @@ class FocalNetBlock(nn.Module):
         if use_layerscale:
             self.gamma_1 = nn.Parameter(torch.full((dim,), float(layerscale_value)))
             self.gamma_2 = nn.Parameter(torch.full((dim,), float(layerscale_value)))
+        self.mixer_tap = Tap()   # on the modulation's input (pre-LN: norm1(x); post-LN: x itself)
+        self.mlp_tap = Tap()     # on the MLP's input (pre-LN: norm2(x); post-LN: x itself)
+
+    def tap_consumers(self) -> dict[str, list[str]]:
+        return {'mixer_tap': ['modulation.f'], 'mlp_tap': ['mlp.fc1']}
 
     def _scale(self, x: torch.Tensor, gamma_name: str) -> torch.Tensor:
         return getattr(self, gamma_name) * x if self.use_layerscale else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_postln:
-            x = add_residual(x, self.drop_path(self._scale(self.norm1(self.modulation(x)), 'gamma_1')),
-                             self.norm1)
-            return add_residual(x, self.drop_path(self._scale(self.norm2(self.mlp(x)), 'gamma_2')),
+            x = add_residual(x, self.drop_path(self._scale(self.norm1(self.modulation(self.mixer_tap(x))),
+                                                           'gamma_1')), self.norm1)
+            return add_residual(x, self.drop_path(self._scale(self.norm2(self.mlp(self.mlp_tap(x))), 'gamma_2')),
                                 self.norm2)
-        x = add_residual(x, self.drop_path(self._scale(self.modulation(self.norm1(x)), 'gamma_1')),
+        x = add_residual(x, self.drop_path(self._scale(self.modulation(self.mixer_tap(self.norm1(x))), 'gamma_1')),
                          self.modulation)
-        return add_residual(x, self.drop_path(self._scale(self.mlp(self.norm2(x)), 'gamma_2')), self.mlp)
-
-
-class PatchEmbed(nn.Module):
-    """Strided conv + optional LayerNorm, (N, C_in, H, W) → (N, ceil(H/s), ceil(W/s), C_out).
-
-    The input is zero-padded right/bottom to a multiple of `patch_size` first (official dense code).
-    Non-overlapping: kernel = stride = `patch_size`. Overlapping (`use_conv_embed`): the stem is 7×7
-    stride 4 with padding `stem_conv_padding`, a downsample 3×3 stride 2 padding 1.
-    """
-
-    def __init__(self, in_chans: int, embed_dim: int, patch_size: int, use_conv_embed: bool,
-                 is_stem: bool, with_norm: bool, stem_conv_padding: int = 3):
-        super().__init__()
-        self.patch_size = patch_size
-        if use_conv_embed and is_stem:
-            self.proj = nn.Conv2d(in_chans, embed_dim, 7, stride=4, padding=stem_conv_padding)
-        elif use_conv_embed:
-            self.proj = nn.Conv2d(in_chans, embed_dim, 3, stride=2, padding=1)
-        else:
-            self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dim) if with_norm else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(pad_to_multiple(x, self.patch_size)).permute(0, 2, 3, 1)
-        return self.norm(x) if self.norm is not None else x.contiguous()
+        return add_residual(x, self.drop_path(self._scale(self.mlp(self.mlp_tap(self.norm2(x))), 'gamma_2')),
+                            self.mlp)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -212,6 +195,8 @@ class FocalNet(DenseBackbone):
     IGNORED_CHECKPOINT_KEYS = (r'^head\.', r'^norm\.', r'^mim\.')
     OPTIONAL_MODEL_KEYS = (r'^norm\d+\.',)
     NUM_STAGES = 4
+    ARG_RULES = dict(focal_levels=Each(POSITIVE_INT), focal_windows=Each(Number(1, odd=True)),
+                     layerscale_value=POSITIVE, stem_conv_padding=Number(0, integer=True))
 
     def __init__(self, arch: str | dict = 'tiny-srf', *, out_indices: Optional[Sequence[int]] = None,
                  out_norm: bool = True, drop_path_rate: float = 0.2, frozen_stages: int = -1,
@@ -221,13 +206,11 @@ class FocalNet(DenseBackbone):
         depths = list(cfg['depths'])
         num_stages = len(depths)
         out_indices = tuple(range(num_stages)) if out_indices is None else tuple(out_indices)
-        if not out_indices or any(not 0 <= i < num_stages for i in out_indices):
-            raise ValueError(f'FocalNet: out_indices {out_indices} must lie in 0..{num_stages - 1}')
         for name in ('focal_levels', 'focal_windows'):
             if len(cfg[name]) < num_stages:
                 raise ValueError(f'FocalNet: {name} {cfg[name]} needs one entry per stage ({num_stages})')
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
-                         with_cp=with_cp, init_cfg=init_cfg)
+                         with_cp=with_cp, init_cfg=init_cfg, in_channels=cfg['in_chans'])
         self.arch_cfg = cfg
         self.out_norm = out_norm
         dims = [cfg['embed_dim'] * 2 ** i for i in range(num_stages)]
@@ -257,6 +240,7 @@ class FocalNet(DenseBackbone):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(N, 3, H, W) → tuple of (N, C_i, h_i, w_i) for i in `out_indices`."""
+        self.check_input(x)
         x = self.pos_drop(self.patch_embed(x))
         outs = []
         for i, stage in enumerate(self.layers):
@@ -272,27 +256,46 @@ class FocalNet(DenseBackbone):
     def stage_modules(self, stage: int) -> list[nn.Module]:
         """Stage -1: the stem. Stage i: the downsample into stage i (i > 0) and its blocks. Output
         norms stay trainable, as in the official dense backbone."""
-        if stage == -1:
-            return [self.patch_embed]
-        if not 0 <= stage < len(self.layers):
-            return []
-        modules: list[nn.Module] = [self.layers[stage].blocks]
-        if stage > 0:
-            modules.append(self.layers[stage - 1].downsample)
-        return modules
+        return self._pyramid_stage_modules(stage)
+
+    def slimming_spec(self) -> dict[str, Any]:
+        """Channel groups for `slimmable=` (see `backbones.slimming`): stage i has embed_dim·2^i channels
+        (one free count, so that a narrow model is an arch with a smaller `embed_dim`), MLP hidden
+        int(C·mlp_ratio); `modulation.f` emits query (C), context (C) and focal_level+1 gates (kept)."""
+        groups: dict[str, dict] = {'s0': dict(channels=self.num_features[0], arch=[('embed_dim',)])}
+        for i in range(1, len(self.layers)):
+            groups[f's{i}'] = dict(of='s0', factor=2 ** i)
+        for i in range(len(self.layers)):
+            groups[f's{i}.mlp'] = dict(of=f's{i}', factor=self.arch_cfg['mlp_ratio'])
+        tensors: dict[str, Any] = {'patch_embed.proj': ('s0', None)}
+        if self.patch_embed.norm is not None:
+            tensors['patch_embed.norm'] = 's0'
+        for i, stage in enumerate(self.layers):
+            s = f's{i}'
+            for j, block in enumerate(stage.blocks):
+                p, levels = f'layers.{i}.blocks.{j}.', block.modulation.focal_level
+                tensors.update({p + 'norm1': s, p + 'norm2': s, p + 'modulation.f': ([s, s, levels + 1], s),
+                                p + 'modulation.h': (s, s), p + 'modulation.proj': (s, s),
+                                p + 'mlp.fc1': (s + '.mlp', s), p + 'mlp.fc2': (s, s + '.mlp')})
+                tensors.update({f'{p}modulation.focal_layers.{k}.0': (s, None) for k in range(levels)})
+                if hasattr(block.modulation, 'ln'):
+                    tensors[p + 'modulation.ln'] = s
+                if block.use_layerscale:
+                    tensors.update({p + 'gamma_1': s, p + 'gamma_2': s})
+            if stage.downsample is not None:
+                tensors[f'layers.{i}.downsample.proj'] = (f's{i + 1}', s)
+                tensors[f'layers.{i}.downsample.norm'] = f's{i + 1}'
+        if self.out_norm:
+            tensors.update({f'norm{i}': f's{i}' for i in self.out_indices})
+        return dict(groups=groups, tensors=tensors, outputs=[f's{i}' for i in self.out_indices])
 
     def reset_parameters_official(self) -> None:
         """Official init: Linear trunc_normal(std .02) / bias 0, LayerNorm 1/0, convs PyTorch default,
         layerscale = `layerscale_value`."""
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Conv2d):
+            if init_linear_or_layernorm(m):
+                continue
+            if isinstance(m, nn.Conv2d):
                 m.reset_parameters()
             elif isinstance(m, FocalNetBlock) and m.use_layerscale:
                 nn.init.constant_(m.gamma_1, m.layerscale_value)

@@ -64,10 +64,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import DenseBackbone, register_backbone, register_converter
-from ._layers import (ConvNormSequential, add_residual, build_norm2d, conv_norm,
+from ._base import (FLAG, POSITIVE, POSITIVE_INT, DenseBackbone, Each, OneOf, Rule, register_backbone,
+                    register_converter)
+from ._layers import (NORM2D_TYPES, ConvNormSequential, add_residual, build_norm2d, conv_norm,
                       drop_path_or_identity, drop_path_schedule, linear, nchw_to_nlc, nlc_to_nchw,
-                      recompute_activations, run_maybe_checkpointed)
+                      recompute_activations, relative_position_index, resize_relative_position_tables,
+                      run_maybe_checkpointed)
+from ._taps import Tap
 
 __all__ = ['HRFormer', 'convert_hrformer', 'arch_from_classification_cfg']
 
@@ -105,14 +108,6 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-def relative_position_index(window: int) -> torch.Tensor:
-    """Swin-style index (w², w²) into a ((2w-1)², heads) table; tokens row-major in the window."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij'))
-    coords = coords.flatten(1)                                   # 2, N
-    rel = coords[:, :, None] - coords[:, None, :] + (window - 1)  # 2, N, N
-    return rel[0] * (2 * window - 1) + rel[1]
-
-
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside non-overlapping w×w windows, with centre zero padding.
 
@@ -129,6 +124,7 @@ class WindowAttention(nn.Module):
         self.window_size = window_size
         self.with_rpe = with_rpe
         self.pad_mask = pad_mask
+        self.scale: Optional[float] = None      # softmax scale; None: head_dim ** -0.5
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         # Kept even when with_rpe=False so that official pose checkpoints load; frozen then (unused).
@@ -158,13 +154,17 @@ class WindowAttention(nn.Module):
             bias = mask if bias is None else bias + mask
         return bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, tap: Optional[nn.Module] = None) -> torch.Tensor:
+        """`tap` (the block's `mixer_tap`) runs on the padded map: padded tokens, attended as keys
+        without `pad_mask`, see what `qkv` sees."""
         n, h, w_, c = x.shape
         w = self.window_size
         pad_h, pad_w = (-h) % w, (-w_) % w
         pads = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
         if pad_h or pad_w:
             x = F.pad(x, (0, 0) + pads)
+        if tap is not None:
+            x = tap(x)
         hp, wp = h + pad_h, w_ + pad_w
         nh, nw = hp // w, wp // w
         windows = x.reshape(n, nh, w, nw, w, c).permute(0, 1, 3, 2, 4, 5).reshape(n, nh * nw, w * w, c)
@@ -173,12 +173,12 @@ class WindowAttention(nn.Module):
         q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)            # each N, nW, heads, w², hd
         bias = self._attn_bias(pads, (hp, wp), x)
         if bias is None:
-            out = F.scaled_dot_product_attention(q, k, v)
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         else:
             # Explicit: with a float mask the CPU SDPA takes its math path plus fully-masked-row checks
             # (all/where/isneginf, ~10 % of HRFormer's time); here the bias add and softmax run in fp32
             # under autocast (matmuls stay low precision).
-            attn = (q * head_dim ** -0.5) @ k.transpose(-2, -1)
+            attn = (q * (head_dim ** -0.5 if self.scale is None else self.scale)) @ k.transpose(-2, -1)
             out = (attn + bias).softmax(-1).to(v.dtype) @ v
         out = linear(self.proj, out.transpose(2, 3).reshape(n, nh * nw, w * w, c))
         out = out.reshape(n, nh, nw, w, w, c).permute(0, 1, 3, 2, 4, 5).reshape(n, hp, wp, c)
@@ -218,13 +218,18 @@ class HRFormerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.ffn = ConvFFN(dim, int(dim * mlp_ratio), norm_cfg)
         self.drop_path = drop_path_or_identity(drop_path)
+        self.mixer_tap = Tap()   # applied inside `attn`, after its padding
+        self.mlp_tap = Tap()     # on norm2(x)
+
+    def tap_consumers(self) -> dict[str, list[str]]:
+        return {'mixer_tap': ['attn.qkv'], 'mlp_tap': ['ffn.fc1']}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         tokens = nchw_to_nlc(x)
-        attn = self.attn(self.norm1(tokens).reshape(n, h, w, c)).reshape(n, h * w, c)
+        attn = self.attn(self.norm1(tokens).reshape(n, h, w, c), tap=self.mixer_tap).reshape(n, h * w, c)
         tokens = add_residual(tokens, self.drop_path(attn), self.attn)
-        ffn = self.ffn(nlc_to_nchw(self.norm2(tokens), (h, w)))
+        ffn = self.ffn(nlc_to_nchw(self.mlp_tap(self.norm2(tokens)), (h, w)))
         tokens = add_residual(tokens, self.drop_path(nchw_to_nlc(ffn)), self.ffn)
         return nlc_to_nchw(tokens, (h, w))
 
@@ -344,6 +349,9 @@ class HRFormer(DenseBackbone):
         with_rpe: add the relative position bias (False = official pose behaviour).
         fuse_upsample: 'nearest' (cls/seg) or 'bilinear' (pose), see module doc.
         pad_mask: mask padded tokens in window attention (off = official behaviour).
+        qk_scale: softmax scale of window attention (None: head_dim ** -0.5; a narrow model exported
+            from a slimmable one keeps its full width's scale).
+        stem_channels: width of the two stem convolutions (official: 64; narrower in exported narrow models).
     """
 
     FAMILY: ClassVar[str] = 'hrformer'
@@ -355,12 +363,21 @@ class HRFormer(DenseBackbone):
         r'^(incre_modules|downsamp_modules|final_layer|classifier)\.',   # classification head
         r'^stage4\.\d+\.fuse_layers\.[1-3]\.',    # multi-scale fusion when only some outputs are built
     )
+    ARG_RULES: ClassVar[dict[str, Rule]] = {
+        'with_rpe': FLAG, 'pad_mask': FLAG, 'norm_cfg.type': OneOf(NORM2D_TYPES), 'stem_channels': POSITIVE_INT,
+        'stage1.num_blocks': Each(POSITIVE_INT), 'stage1.num_channels': Each(POSITIVE_INT),
+        **{f'stage{s}.{key}': rule for s in (2, 3, 4) for key, rule in (
+            ('num_modules', POSITIVE_INT), ('num_blocks', Each(POSITIVE_INT)),
+            ('num_channels', Each(POSITIVE_INT)), ('num_heads', Each(POSITIVE_INT)),
+            ('num_mlp_ratios', Each(POSITIVE)), ('num_window_sizes', Each(POSITIVE_INT)))}}
+    DIVISIBLE: ClassVar[tuple[tuple[str, str], ...]] = tuple(
+        (f'stage{s}.num_channels', f'stage{s}.num_heads') for s in (2, 3, 4))
 
     def __init__(self, arch: str | dict = 'small', *, out_indices: Optional[Sequence[int]] = None,
                  drop_path_rate: Optional[float] = None, frozen_stages: int = -1, norm_eval: bool = False,
                  with_cp: bool = False, init_cfg: Optional[dict] = None, in_channels: int = 3,
                  norm_cfg: Optional[dict] = None, with_rpe: bool = True, fuse_upsample: str = 'nearest',
-                 pad_mask: bool = False):
+                 pad_mask: bool = False, qk_scale: Optional[float] = None, stem_channels: int = STEM_CHANNELS):
         cfg = self.resolve_arch(arch)
         multiscale = bool(cfg['stage4'].get('multiscale_output', False))
         if out_indices is None:
@@ -374,7 +391,7 @@ class HRFormer(DenseBackbone):
         if fuse_upsample not in FUSE_UPSAMPLE_MODES:
             raise ValueError(f'fuse_upsample must be one of {FUSE_UPSAMPLE_MODES}, got {fuse_upsample!r}')
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
-                         with_cp=with_cp, init_cfg=init_cfg)
+                         with_cp=with_cp, init_cfg=init_cfg, in_channels=in_channels)
         self.arch_cfg = cfg
         self.with_rpe = with_rpe
         self.fuse_upsample = fuse_upsample
@@ -383,14 +400,14 @@ class HRFormer(DenseBackbone):
         rate = cfg['drop_path_rate'] if drop_path_rate is None else drop_path_rate
 
         # stem and stage 1
-        self.conv1 = nn.Conv2d(in_channels, STEM_CHANNELS, 3, 2, 1, bias=False)
-        self.norm1 = build_norm2d(norm_cfg, STEM_CHANNELS)
-        self.conv2 = nn.Conv2d(STEM_CHANNELS, STEM_CHANNELS, 3, 2, 1, bias=False)
-        self.norm2 = build_norm2d(norm_cfg, STEM_CHANNELS)
+        self.conv1 = nn.Conv2d(in_channels, stem_channels, 3, 2, 1, bias=False)
+        self.norm1 = build_norm2d(norm_cfg, stem_channels)
+        self.conv2 = nn.Conv2d(stem_channels, stem_channels, 3, 2, 1, bias=False)
+        self.norm2 = build_norm2d(norm_cfg, stem_channels)
         self.relu = nn.ReLU(inplace=True)
         s1 = cfg['stage1']
         planes = s1['num_channels'][0]
-        blocks = [Bottleneck(STEM_CHANNELS, planes, norm_cfg)]
+        blocks = [Bottleneck(stem_channels, planes, norm_cfg)]
         blocks += [Bottleneck(planes * BOTTLENECK_EXPANSION, planes, norm_cfg)
                    for _ in range(1, s1['num_blocks'][0])]
         self.layer1 = nn.Sequential(*blocks)
@@ -419,6 +436,8 @@ class HRFormer(DenseBackbone):
         for module in self.modules():
             if isinstance(module, ConvFFN):
                 module.recompute_hidden = not with_cp
+            elif isinstance(module, WindowAttention):
+                module.scale = qk_scale
         self._freeze_stages()
 
     @staticmethod
@@ -483,6 +502,7 @@ class HRFormer(DenseBackbone):
         """N×3×H×W (any H, W) → tuple of branch maps for `out_indices` (see `feature_info`)."""
         # Channels-last from the stem on (the transformer branches are channels-last already): oneDNN
         # runs the stem, stage-1 and transition convolutions several times faster that way on CPU (backward too).
+        self.check_input(x)
         x = x.contiguous(memory_format=torch.channels_last)
         x = run_maybe_checkpointed(self._stage1, x, enabled=self.with_cp)
         xs = [x]
@@ -506,6 +526,65 @@ class HRFormer(DenseBackbone):
             return [self.stage4]
         raise IndexError(f'HRFormer has stages -1..3, got {stage}')
 
+    def slimming_spec(self) -> dict[str, Any]:
+        """Channel groups for `slimmable=` (see `backbones.slimming`): the stem (`stem_channels`), the
+        stage-1 bottleneck planes (output 4×), one count per branch (a multiple of its heads in every
+        stage), ConvFFN hidden int(C·ratio), q/k/v and the projection input per head. BatchNorms keep
+        statistics per width. (Stem and planes shrink together, so stage 1's projection shortcut exists at
+        every width, as in the full model.)"""
+        cfg = self.arch_cfg
+        groups: dict[str, dict] = {
+            'stem': dict(channels=self.conv1.out_channels, kwargs=['stem_channels']),
+            'p': dict(channels=cfg['stage1']['num_channels'][0], arch=[('stage1', 'num_channels', 0)]),
+            'p4': dict(of='p', factor=BOTTLENECK_EXPANSION)}
+        tensors: dict[str, Any] = {'conv1': ('stem', None), 'norm1': 'stem', 'conv2': ('stem', 'stem'), 'norm2': 'stem'}
+        for k, block in enumerate(self.layer1):
+            p = f'layer1.{k}.'
+            tensors.update({p + 'conv1': ('p', 'p4' if k else 'stem'), p + 'norm1': 'p', p + 'conv2': ('p', 'p'),
+                            p + 'norm2': 'p', p + 'conv3': ('p4', 'p'), p + 'norm3': 'p4'})
+            if block.downsample is not None:
+                tensors.update({p + 'downsample.0': ('p4', 'stem'), p + 'downsample.1': 'p4'})
+        scales: dict[str, str] = {}
+        stages = [cfg[f'stage{s}'] for s in (2, 3, 4)]
+        for b in range(4):
+            heads = [sc['num_heads'][b] for sc in stages if b < len(sc['num_heads'])]
+            groups[f'b{b}'] = dict(channels=stages[-1]['num_channels'][b], multiple=math.lcm(*heads),
+                                   arch=[(f'stage{s}', 'num_channels', b) for s in (2, 3, 4) if b < s])
+        prev = ['p4']
+        for s in (2, 3, 4):
+            cur = [f'b{b}' for b in range(s)]
+            for i, layer in enumerate(getattr(self, f'transition{s - 1}')):
+                if layer is not None:
+                    p = f'transition{s - 1}.{i}.' + ('0.' if i >= len(prev) else '')
+                    tensors.update({p + '0': (cur[i], prev[min(i, len(prev) - 1)]), p + '1': cur[i]})
+            for m, module in enumerate(getattr(self, f'stage{s}')):
+                for b, branch in enumerate(module.branches):
+                    g = cur[b]
+                    heads, ratio = stages[s - 2]['num_heads'][b], stages[s - 2]['num_mlp_ratios'][b]
+                    h, mlp = f'{g}.h{heads}', f'{g}.mlp{ratio}'
+                    groups.setdefault(h, dict(of=g, heads=heads))
+                    groups.setdefault(mlp, dict(of=g, factor=ratio))
+                    for k in range(len(branch)):
+                        p = f'stage{s}.{m}.branches.{b}.{k}.'
+                        tensors.update({p + 'norm1': g, p + 'attn.qkv': ([h, h, h], g), p + 'attn.proj': (g, h),
+                                        p + 'norm2': g, p + 'ffn.fc1': (mlp, g), p + 'ffn.norm1': mlp,
+                                        p + 'ffn.dw3x3': (mlp, None), p + 'ffn.norm2': mlp,
+                                        p + 'ffn.fc2': (g, mlp), p + 'ffn.norm3': g})
+                        scales[p + 'attn'] = h
+                for i, fuse in enumerate(module.fuse_layers or ()):
+                    for j in range(len(fuse or ())):
+                        p = f'stage{s}.{m}.fuse_layers.{i}.{j}.'
+                        if j > i:
+                            tensors.update({p + '0': (cur[i], cur[j]), p + '1': cur[i]})
+                        for step in range(i - j):
+                            out = cur[i] if step == i - j - 1 else cur[j]
+                            q = f'{p}{step}.'
+                            tensors.update({q + '0': (cur[j], None), q + '1': cur[j], q + '2': (out, cur[j]),
+                                            q + '3': out})
+            prev = cur
+        return dict(groups=groups, tensors=tensors, scales=scales, scale_key=('kwargs', 'qk_scale'),
+                    outputs=[f'b{i}' for i in self.out_indices])
+
     def reset_parameters_official(self) -> None:
         """Official classification init: PyTorch defaults, relative position tables trunc_normal(.02)."""
         for m in self.modules():
@@ -518,21 +597,7 @@ class HRFormer(DenseBackbone):
         """Resize relative position tables to this model's windows as the official segmentation
         loader does (win7 ImageNet weights → win13/win15): table (L, heads) → (1, heads, s, s) →
         bilinear (align_corners=False) to (t, t) → (t², heads)."""
-        own = self.state_dict()
-        adapted = []
-        state_dict = dict(state_dict)
-        for key, value in state_dict.items():
-            if not key.endswith('relative_position_bias_table') or key not in own:
-                continue
-            target = own[key].shape
-            if value.shape == target or value.shape[1] != target[1]:
-                continue
-            src, dst = math.isqrt(value.shape[0]), math.isqrt(target[0])
-            grid = value.t().reshape(1, value.shape[1], src, src).float()
-            grid = F.interpolate(grid, size=(dst, dst), mode='bilinear', align_corners=False)
-            state_dict[key] = grid.reshape(value.shape[1], -1).t().to(value.dtype).contiguous()
-            adapted.append(key)
-        return state_dict, adapted
+        return resize_relative_position_tables(state_dict, self.state_dict(), mode='bilinear')
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -39,3 +39,188 @@ def register_all_modules(init_default_scope: bool = False) -> None:
     if init_default_scope:
         from mmengine.registry import DefaultScope
         DefaultScope.get_instance('backbones', scope_name='backbones')
+
+
+# ---- Scala training (backbones.slimming) ------------------------------------------------------------
+import functools  # noqa: E402
+
+from mmengine.model import BaseModel  # noqa: E402
+from mmengine.registry import LOOPS as MMENGINE_LOOPS  # noqa: E402
+
+LOOPS = Registry('loop', parent=MMENGINE_LOOPS, scope='backbones', locations=['backbones.registry'])
+
+_DISTILLED_HEADS = ('decode_head', 'bbox_head', 'head')     # segmentation, one-stage detection, pose
+
+
+def _task_model(model):
+    """The model a runner holds, without DDP wrappers and without the ScalaModel wrapper."""
+    model = getattr(model, 'module', model)
+    return getattr(model, 'model', model) if isinstance(model, ScalaModel) else model
+
+
+@MODELS.register_module()
+class ScalaModel(BaseModel):
+    """Scala training of a det / seg / pose model whose backbone is slimmable. Config switch:
+    on top of a task config, `model = dict(type='backbones.ScalaModel', task='RetinaNet', warmup_iters=...,
+    backbone=dict(slimmable=dict()))` (the task's own model keys merge in and build `task`), or
+    `model=dict(type='backbones.ScalaModel', model=<task model dict or module>)`. Checkpoint keys are the
+    task model's under `model.`.
+
+    Per iteration (after `warmup_iters` iterations at width 1 only): four forward/backward passes at the
+    widths of `slimming.scala_widths` (1, one from the upper half of the grid, one from the lower half,
+    the smallest), each with the task's own label losses plus (all but the first) the distillation of
+    the next wider pass's head output, detached (`slimming.distillation_loss`), then ONE optimizer step.
+    Distilled: segmentation logits of `decode_head` (softmax KL), class logits of a one-stage
+    detector's `bbox_head` (sigmoid or softmax KL: box regression targets are exact already), pose
+    heatmaps of `head` (MSE: heatmaps are not distributions). Two-stage detectors are refused: their
+    second stage sees other proposals at each width, so outputs do not correspond.
+    Validation and test run at `val_width`; `backbones.ScalaValLoop` reports several widths.
+    """
+
+    def __init__(self, model=None, warmup_iters: int = 0, distill: str = 'auto', distill_weight: float = 1.0,
+                 val_width: float = 1.0, seed: int = 0, init_cfg=None, task: str | None = None, **task_cfg):
+        import random
+        from . import slimming
+        if (model is None) == (task is None):
+            raise ValueError('ScalaModel: give either model=<task model dict or module> or task=<task model '
+                             'type> with its keys')
+        if task is not None:
+            model = dict(type=task, **task_cfg)
+        elif task_cfg:
+            raise ValueError(f'ScalaModel: unexpected arguments {sorted(task_cfg)} next to model=')
+        task = MMENGINE_MODELS.build(model) if isinstance(model, dict) else model
+        super().__init__(data_preprocessor=task.data_preprocessor, init_cfg=init_cfg)
+        self.model = task
+        backbone = task.backbone
+        if not slimming.is_slimmable(backbone):
+            raise ValueError('ScalaModel: model.backbone must be built with slimmable=dict(...)')
+        slimming.set_width(backbone, val_width)
+        self.head_name = next((n for n in _DISTILLED_HEADS if getattr(task, n, None) is not None), None)
+        if self.head_name is None or hasattr(task, 'roi_head'):
+            raise NotImplementedError(f'ScalaModel: distillation needs a decode_head (segmentation), a one-stage '
+                                      f'bbox_head (detection) or a pose head; {type(task).__name__} has none')
+        if distill == 'auto':
+            head = getattr(task, self.head_name)
+            distill = {'decode_head': 'softmax', 'head': 'mse'}.get(
+                self.head_name, 'sigmoid' if getattr(head, 'use_sigmoid_cls', False) else 'softmax')
+        if distill not in slimming.DISTILL_KINDS:
+            raise ValueError(f"ScalaModel: distill={distill!r}; accepted: 'auto' or one of {slimming.DISTILL_KINDS}")
+        self.distill, self.distill_weight, self.warmup_iters = distill, float(distill_weight), int(warmup_iters)
+        self.val_width = val_width
+        self._rng = random.Random(seed)
+        self._iter = 0
+
+    @property
+    def backbone(self):
+        """The task model's (slimmable) backbone."""
+        return self.model.backbone
+
+    def _loss_and_head_output(self, inputs, data_samples):
+        """The task's loss dict and its distilled head's first output of this forward."""
+        head = getattr(self.model, self.head_name)
+        captured = []
+        forward = head.forward
+
+        def capture(*args, **kwargs):
+            out = forward(*args, **kwargs)
+            captured.append(out)
+            return out
+
+        head.forward = capture          # heads call self.forward(...) as well as self(...)
+        try:
+            losses = self.model.loss(inputs, data_samples)
+        finally:
+            del head.forward
+        out = captured[0]
+        if self.head_name == 'bbox_head':      # (class logits per level, box regressions per level, ...)
+            out = out[0]
+        elif isinstance(out, (tuple, list)) and self.head_name == 'head':
+            out = out[0]
+        return losses, out
+
+    def train_step(self, data, optim_wrapper):
+        from . import slimming
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+        backbone = self.model.backbone
+        widths = [1.0] if self._iter < self.warmup_iters else slimming.scala_widths(backbone, self._rng)
+        grid = slimming.trained_widths(backbone)
+        log_vars, teacher = {}, None
+        try:
+            for width in widths:
+                # logged by role (the drawn widths vary): full, upper / lower half of the grid, smallest
+                role = ('full' if width == 1.0 else 'smallest' if width == grid[0]
+                        else 'upper' if width >= (grid[0] + 1) / 2 else 'lower')
+                slimming.set_width(backbone, width)
+                with optim_wrapper.optim_context(self):
+                    losses, out = self._loss_and_head_output(data['inputs'], data['data_samples'])
+                    loss, parsed = self.parse_losses(losses)
+                    if teacher is not None:
+                        kd = self.distill_weight * slimming.distillation_loss(out, teacher, self.distill)
+                        loss = loss + kd
+                        log_vars[f'loss_kd_{role}'] = kd.detach()
+                optim_wrapper.backward(loss)
+                teacher = slimming.detached(out)
+                log_vars[f'loss_{role}'] = loss.detach()
+                if width == 1.0:
+                    log_vars.update({k: v for k, v in parsed.items() if k != 'loss'})
+        finally:
+            slimming.set_width(backbone, self.val_width)
+        optim_wrapper.step()
+        optim_wrapper.zero_grad()
+        self._iter += 1
+        log_vars['loss'] = sum(log_vars[f'loss_{r}'] for r in ('full', 'upper', 'lower', 'smallest')
+                               if f'loss_{r}' in log_vars)
+        return log_vars
+
+    def val_step(self, data):
+        return self.model.val_step(data)
+
+    def test_step(self, data):
+        return self.model.test_step(data)
+
+    def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
+        if mode == 'loss':     # MMDistributedDataParallel.train_step computes losses through forward
+            raise NotImplementedError('ScalaModel trains in its own train_step (four widths, one step); '
+                                      'distributed (DDP) training of it is not supported yet')
+        return self.model(inputs, data_samples, mode)
+
+
+@LOOPS.register_module()
+def ScalaValLoop(runner, dataloader, evaluator, widths=(0.25, 0.5, 0.75, 1.0), fp16: bool = False):  # noqa: N802
+    """mmengine's ValLoop run once per width of `widths` (trained widths of the slimmable backbone);
+    metrics are reported as `name@width` (width 1 also under the plain names, for `save_best`). Config:
+    `val_cfg = dict(type='backbones.ScalaValLoop', widths=[0.25, 0.5, 0.75, 1.0])`. (A function: importing
+    mmengine.runner needs OpenCV, which `import backbones` must not.)"""
+    return _scala_val_loop_class()(runner, dataloader, evaluator, widths, fp16)
+
+
+@functools.lru_cache(maxsize=None)
+def _scala_val_loop_class() -> type:
+    from mmengine.runner import ValLoop
+
+    class _ScalaValLoop(ValLoop):
+        def __init__(self, runner, dataloader, evaluator, widths, fp16):
+            super().__init__(runner, dataloader, evaluator, fp16)
+            self.widths = [float(w) for w in widths]
+
+        def run(self) -> dict:
+            from . import slimming
+            self.runner.call_hook('before_val')
+            self.runner.call_hook('before_val_epoch')
+            self.runner.model.eval()
+            backbone = _task_model(self.runner.model).backbone
+            metrics: dict = {}
+            for width in self.widths:
+                with slimming.at_width(backbone, width):
+                    for idx, data_batch in enumerate(self.dataloader):
+                        self.run_iter(idx, data_batch)
+                result = self.evaluator.evaluate(len(self.dataloader.dataset))
+                metrics.update({f'{k}@{width:g}': v for k, v in result.items()})
+                if width == 1.0:
+                    metrics.update(result)
+            self.runner.call_hook('after_val_epoch', metrics=metrics)
+            self.runner.call_hook('after_val')
+            return metrics
+
+    return _ScalaValLoop

@@ -1,7 +1,7 @@
 """Train / test any mmdet, mmseg or mmpose config with mmengine's Runner, on CPU or GPU.
 
 `tools/train.py`, `tools/test.py` and `python -m backbones train|test` are thin wrappers over
-`train()` and `test()`. Handled here (research/stack.md §4):
+`train()` and `test()`. Handled here (docs/stack.md):
 - checkpoints under torch's `weights_only` default: every local checkpoint is first read with
   `weights_only=True`; a Runner checkpoint (which pickles optimizer/message-hub objects) is read in
   full only when it lies inside this run's work_dir or a folder the user trusted (`--trust`);
@@ -129,13 +129,56 @@ def train(config: str, work_dir: Optional[str] = None, resume: Optional[str | bo
     trust_checkpoints_under(cfg.work_dir, *trusted)
     _init_cpu_distributed(launcher)
     runner = Runner.from_cfg(cfg)
+    _register_adapter_hook(runner)
     runner.train()
     return runner
 
 
-def test(config: str, checkpoint: str, work_dir: Optional[str] = None, cfg_options: Optional[dict] = None,
-         launcher: str = 'none', trusted: Sequence[str] = ()) -> dict:
-    """Evaluate `checkpoint` on the config's test set; returns the metrics dict."""
+def _unwrap(model):
+    return getattr(model, 'module', model)
+
+
+def _register_adapter_hook(runner) -> None:
+    """ARC (`adapter=`) runs also write adapter files (adapters + neck + head, base recorded; see
+    `backbones.save_adapters`): `adapters_iter_N.pth` / `adapters_epoch_N.pth` beside each checkpoint and
+    `adapters_final.pth` at the end, in the work_dir."""
+    from mmengine.dist import is_main_process
+    from mmengine.hooks import Hook
+    from mmengine.runner import EpochBasedTrainLoop
+
+    from .adapters import has_adapters, save_adapters
+    if not has_adapters(_unwrap(runner.model)):
+        return
+
+    class AdapterFileHook(Hook):
+        priority = 'LOW'
+
+        def _save(self, runner, name: str) -> None:
+            if is_main_process():
+                path = osp.join(runner.work_dir, name)
+                save_adapters(_unwrap(runner.model), path, base=getattr(runner, '_load_from', None))
+                runner.logger.info(f'adapter file written: {path}')
+
+        def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+            by_epoch = isinstance(runner.train_loop, EpochBasedTrainLoop)
+            self._save(runner, f'adapters_epoch_{runner.epoch + 1}.pth' if by_epoch
+                       else f'adapters_iter_{runner.iter + 1}.pth')
+
+        def after_train(self, runner) -> None:
+            self._save(runner, 'adapters_final.pth')
+
+    runner.register_hook(AdapterFileHook())
+
+
+def test(config: str, checkpoint: Optional[str], work_dir: Optional[str] = None,
+         cfg_options: Optional[dict] = None, launcher: str = 'none', trusted: Sequence[str] = (),
+         adapter: Optional[str] = None) -> dict:
+    """Evaluate `checkpoint` on the config's test set; returns the metrics dict.
+
+    With `adapter` (an adapter file written by a run of an ARC config): the base comes from `checkpoint`
+    (a checkpoint of the plain model, as given to that run's `load_from`) or, without one, from the
+    config's `init_cfg`; the adapter file (adapters + neck + head) goes on top, refused if its base differs.
+    """
     from mmengine.runner import Runner
 
     cfg = prepare_config(config, work_dir, cfg_options, launcher)
@@ -144,7 +187,44 @@ def test(config: str, checkpoint: str, work_dir: Optional[str] = None, cfg_optio
     trust_checkpoints_under(cfg.work_dir, *trusted)
     _init_cpu_distributed(launcher)
     runner = Runner.from_cfg(cfg)
+    if adapter:
+        from .adapters import load_adapters
+        _unwrap(runner.model).init_weights()      # base from init_cfg (random without one) ...
+        runner.load_or_resume()                   # ... or from `checkpoint`; runner.test() will not reload
+        load_adapters(_unwrap(runner.model), adapter)
     return runner.test()
+
+
+def build_model(config: str, cfg_options: Optional[dict] = None):
+    """The config's model (detector / segmentor / pose estimator), built in its default scope."""
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = prepare_config(config, cfg_options=cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    return MODELS.build(cfg.model)
+
+
+def merge_adapter_file(config: str, adapter: str, out: str, base: Optional[str] = None,
+                       trusted: Sequence[str] = ()) -> dict:
+    """ARC config + adapter file (+ `base`, the plain checkpoint the run started from, if it did) → one
+    plain checkpoint `{'state_dict', 'meta'}` with the adapters folded into the backbone: it loads
+    (`load_from`, tools/test.py) into the plain config the ARC config derives from."""
+    from mmengine.runner import load_checkpoint
+
+    from .adapters import load_adapters, merge_adapters
+    model = build_model(config)
+    model.init_weights()
+    if base:
+        _install_checkpoint_loader()
+        trust_checkpoints_under(*trusted)
+        load_checkpoint(model, base, map_location='cpu', strict=False)
+    payload = load_adapters(model, adapter)
+    merged = merge_adapters(model, inplace=True)
+    meta = dict(merged_from=osp.basename(adapter), config=osp.basename(config),
+                bases=json.dumps({k: v['base'] for k, v in payload['backbones'].items()}))
+    checkpoint = {'state_dict': {k: v.detach().cpu() for k, v in merged.state_dict().items()}, 'meta': meta}
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    torch.save(checkpoint, out)
+    return checkpoint
 
 
 def _add_common_arguments(parser) -> None:
@@ -175,10 +255,16 @@ def test_main(argv: Optional[Sequence[str]] = None) -> None:
     import argparse
     parser = argparse.ArgumentParser(description='Evaluate a trained checkpoint')
     _add_common_arguments(parser)
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', nargs='?',
+                        help='checkpoint file; with --adapter the plain base checkpoint (default: init_cfg)')
+    parser.add_argument('--adapter', metavar='FILE',
+                        help='ARC configs: evaluate the base + this adapter file (written by the ARC run)')
     args = parser.parse_args(argv)
+    if not args.checkpoint and not args.adapter:
+        parser.error('give a CHECKPOINT, or --adapter FILE with an ARC config')
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    metrics = test(args.config, args.checkpoint, args.work_dir, args.cfg_options, args.launcher, args.trust)
+    metrics = test(args.config, args.checkpoint, args.work_dir, args.cfg_options, args.launcher, args.trust,
+                   adapter=args.adapter)
     # last line: the metrics as JSON (for scripts); floats, whatever numeric type the evaluator returned
     print(json.dumps({key: float(value) if isinstance(value, (int, float)) or hasattr(value, 'item') else value
                       for key, value in metrics.items()}))

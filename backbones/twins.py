@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import DenseBackbone, register_backbone, register_converter
+from ._base import POSITIVE, POSITIVE_INT, DenseBackbone, Each, register_backbone, register_converter
 from ._layers import (Mlp, add_residual, drop_path_or_identity, drop_path_schedule, linear,
                       nchw_to_nlc, nlc_to_nchw, run_maybe_checkpointed)
+from ._taps import Tap
 
 __all__ = ['PCPVT', 'SVT', 'convert_twins']
 
@@ -206,10 +207,22 @@ class TwinsBlock(nn.Module):
         self.drop_path = drop_path_or_identity(drop_path)
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+        # Taps on norm1(x) / norm2(x). LSA pads after its tap, but padded keys are masked and padded
+        # queries cropped, so what reaches padded tokens never matters.
+        self.mixer_tap = Tap()
+        self.mlp_tap = Tap()
+
+    def tap_consumers(self) -> dict[str, list[str]]:
+        """GSA: `q` and the sub-sampling conv `sr` (kernel = stride, no padding) or `kv` (sr_ratio 1)."""
+        if isinstance(self.attn, LocallyGroupedAttention):
+            mixer = ['attn.qkv']
+        else:
+            mixer = ['attn.q', 'attn.sr' if self.attn.sr_ratio > 1 else 'attn.kv']
+        return {'mixer_tap': mixer, 'mlp_tap': ['mlp.fc1']}
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        x = add_residual(x, self.drop_path(self.attn(self.norm1(x), hw)), self.attn)
-        return add_residual(x, self.drop_path(self.mlp(self.norm2(x))), self.mlp)
+        x = add_residual(x, self.drop_path(self.attn(self.mixer_tap(self.norm1(x)), hw)), self.attn)
+        return add_residual(x, self.drop_path(self.mlp(self.mlp_tap(self.norm2(x)))), self.mlp)
 
 
 # ---- backbone -------------------------------------------------------------------------------------
@@ -222,6 +235,8 @@ class _TwinsBackbone(DenseBackbone):
     NUM_STAGES = 4
     ARCH_ALIASES: ClassVar[dict[str, str]] = {}  # e.g. 'pcpvt-small' → 'small'
     MICRO: ClassVar[dict[str, Any]] = {}  # micro_arch overrides (tests)
+    ARG_RULES = dict(sr_ratios=Each(POSITIVE_INT), wss=Each(POSITIVE_INT), qk_scale=POSITIVE)
+    DIVISIBLE = (('embed_dims', 'num_heads'),)
 
     def __init__(self, arch: str | dict = 'small', *, out_indices: Sequence[int] = (0, 1, 2, 3),
                  out_norm: Optional[bool] = None, drop_path_rate: Optional[float] = None,
@@ -238,14 +253,13 @@ class _TwinsBackbone(DenseBackbone):
         """
         cfg = self.resolve_arch(arch)
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
-                         with_cp=with_cp, init_cfg=init_cfg)
+                         with_cp=with_cp, init_cfg=init_cfg, in_channels=cfg['in_chans'])
         dims, depths = list(cfg['embed_dims']), list(cfg['depths'])
         num_stages = len(depths)
         for key in ('embed_dims', 'num_heads', 'mlp_ratios', 'sr_ratios') + self._extra_per_stage_keys():
             if len(cfg[key]) != num_stages:
                 raise ValueError(f'{key} has {len(cfg[key])} entries, depths has {num_stages}')
-        if any(not 0 <= i < num_stages for i in self.out_indices):
-            raise ValueError(f'out_indices {self.out_indices} out of range for {num_stages} stages')
+        self.arch_cfg = cfg
         self.depths = depths
         extra_norm = cfg['extra_norm'] if out_norm is None else out_norm
         rate = cfg['drop_path_rate'] if drop_path_rate is None else drop_path_rate
@@ -291,6 +305,7 @@ class _TwinsBackbone(DenseBackbone):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(N, 3, H, W), H, W >= 32 → one (N, C_i, H // s_i, W // s_i) map per out_indices entry."""
+        self.check_input(x)
         outs = []
         for i, blocks in enumerate(self.blocks):
             x, hw = self.patch_embeds[i](x)
@@ -317,6 +332,38 @@ class _TwinsBackbone(DenseBackbone):
         if self.norm_list is not None:
             modules.append(self.norm_list[stage])
         return modules
+
+    def slimming_spec(self) -> dict[str, Any]:
+        """Channel groups for `slimmable=` (see `backbones.slimming`): one free count per stage (a
+        multiple of its heads), MLP hidden int(C·mlp_ratio), q/k/v and the projection input per head;
+        the softmax scale sits in each attention's `scale` (arch `qk_scale`)."""
+        cfg = self.arch_cfg
+        groups: dict[str, dict] = {}
+        tensors: dict[str, Any] = {}
+        scales: dict[str, str] = {}
+        for i, blocks in enumerate(self.blocks):
+            s, h = f's{i}', f's{i}.h'
+            groups[s] = dict(channels=cfg['embed_dims'][i], multiple=cfg['num_heads'][i], arch=[('embed_dims', i)])
+            groups[h] = dict(of=s, heads=cfg['num_heads'][i])
+            groups[s + '.mlp'] = dict(of=s, factor=cfg['mlp_ratios'][i])
+            tensors[f'patch_embeds.{i}.proj'] = (s, f's{i - 1}' if i else None)
+            tensors[f'patch_embeds.{i}.norm'] = s
+            tensors[f'pos_block.{i}.proj.0'] = (s, None)
+            if self.norm_list is not None:
+                tensors[f'norm_list.{i}'] = s
+            for j, block in enumerate(blocks):
+                p = f'blocks.{i}.{j}.'
+                tensors.update({p + 'norm1': s, p + 'norm2': s, p + 'attn.proj': (s, h),
+                                p + 'mlp.fc1': (s + '.mlp', s), p + 'mlp.fc2': (s, s + '.mlp')})
+                if isinstance(block.attn, LocallyGroupedAttention):
+                    tensors[p + 'attn.qkv'] = ([h, h, h], s)
+                else:
+                    tensors.update({p + 'attn.q': (h, s), p + 'attn.kv': ([h, h], s)})
+                    if block.attn.sr_ratio > 1:
+                        tensors.update({p + 'attn.sr': (s, s), p + 'attn.norm': s})
+                scales[p + 'attn'] = h
+        return dict(groups=groups, tensors=tensors, scales=scales, scale_key=('arch', 'qk_scale'),
+                    outputs=[f's{i}' for i in self.out_indices])
 
     def reset_parameters_official(self) -> None:
         """Official init: Linear trunc_normal(std .02) / bias 0; LayerNorm 1 / 0; Conv

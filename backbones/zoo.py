@@ -129,6 +129,10 @@ HR_PAPER, HR_CODE = 'https://arxiv.org/abs/2110.09408', 'https://github.com/HRNe
 HR_README = 'https://github.com/HRNet/HRFormer/blob/1245b88/README.md'
 MMPOSE_HR_META = ('https://github.com/open-mmlab/mmpose/blob/v1.3.2/configs/body_2d_keypoint/'
                   'topdown_heatmap/coco/hrformer_coco.yml')
+S3_GITHUB = 'https://github.com/silent-chen/AutoFormerV2-model-zoo/releases/download/v1.0.0'
+TIMM_GITHUB = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights'
+S3_PAPER, S3_CODE = 'https://arxiv.org/abs/2111.14725', 'https://github.com/microsoft/Cream/tree/4a13c40/AutoFormerV2'
+S3_README = 'https://github.com/microsoft/Cream/blob/4a13c40/AutoFormerV2/README.md'
 
 
 def _github(file: str) -> Source:
@@ -326,6 +330,21 @@ def _hrformer_seg(backbone: str, dataset: str, tag: str, onedrive: str, miou: fl
         notes='Official openseg.pytorch OCRNet checkpoint (OneDrive, manual download).')
 
 
+# ---- S3 (AutoFormerV2) -------------------------------------------------------------------------------
+def _s3_in1k(size: str, letter: str, top1: float, timm_file: str) -> Checkpoint:
+    return Checkpoint(
+        name=f's3-{size}_in1k', backbone=f's3-{size}',
+        sources=(Source(f'{S3_GITHUB}/S3-{letter}.pth', 'github-release', 'official'),
+                 Source(f'{TIMM_GITHUB}/{timm_file}', 'github-release', 'official'),
+                 _hf_timm(f'swin_s3_{size}_224.ms_in1k')),
+        task='classification', dataset='ImageNet-1K', license='MIT', paper=S3_PAPER, code=S3_CODE,
+        metrics=(_top1(top1, S3_README),),
+        notes="Official release file ({'model': state_dict} with its buffers); timm's GitHub copy is the same "
+              "file (its name carries torch.hub's sha256 prefix, checked by neither timm nor us); the HF hub "
+              'copy is in the timm layout (PatchMerging at the start of the next stage, `head.fc`). The '
+              'authors released no detection or segmentation weights.')
+
+
 # ---- THE TABLE ----------------------------------------------------------------------------------------
 CHECKPOINTS: tuple[Checkpoint, ...] = (
     # FocalNet, ImageNet-1K (README top-1)
@@ -411,6 +430,10 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
     _hrformer_seg('hrformer-small', 'ADE20K val', 'ade20k', 'Ai-PFrdirDvwj28i74aN6_Zk4clX?e=CWGOcd', 44.0, 45.1, 'OCRNet 150k, 520x520'),
     _hrformer_seg('hrformer-base', 'ADE20K val', 'ade20k', 'Ai-PFrdirDvwj3epNJ-QFF33tZtr?e=df3fQk', 46.3, 47.6, 'OCRNet 150k, 520x520'),
     _hrformer_seg('hrformer-base-win13', 'ADE20K val', 'ade20k', 'Ai-PFrdirDvwj3oTs_gVPzFDjdyU?e=yjGRKz', 48.7, 50.0, 'OCRNet 150k, 520x520'),
+    # S3 (AutoFormerV2), ImageNet-1K (README top-1)
+    _s3_in1k('tiny', 'T', 82.1, 's3_t-1d53f6a8.pth'),
+    _s3_in1k('small', 'S', 83.7, 's3_s-3bb4c69d.pth'),
+    _s3_in1k('base', 'B', 84.0, 's3_b-a1e95db4.pth'),
 )
 
 DEFAULT_CHECKPOINTS: dict[str, str] = {
@@ -427,6 +450,7 @@ DEFAULT_CHECKPOINTS: dict[str, str] = {
     # exactly as the official segmentation code does
     'hrformer-base-win13': 'hrformer-base_in1k',
     'hrformer-base-win15': 'hrformer-base_in1k',
+    **{f's3-{s}': f's3-{s}_in1k' for s in ('tiny', 'small', 'base')},
 }
 """Backbone zoo name → the checkpoint `create_backbone(name, pretrained=True)` loads."""
 

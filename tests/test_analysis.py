@@ -223,3 +223,18 @@ def test_cli_single_and_compare(tmp_path):
         assert row['mad_px_mean_a'] == pytest.approx(single['mad_px_mean'])  # A = the same random run
         assert row['mad_px_mean_diff'] == pytest.approx(row['mad_px_mean_b'] - row['mad_px_mean_a'])
     assert any(abs(r['mad_px_mean_diff']) > 1e-6 for r in diff)
+
+
+def test_s3_padding_and_shift_regions_excluded():
+    """S3 masks padded keys (no padded mass) and keys of other shifted regions (MAD within a window)."""
+    from backbones.s3 import S3
+    torch.manual_seed(0)
+    model = S3(arch=S3.micro_arch('tiny')).eval()
+    with AttentionLocality(model, chunk=7, verify=True) as analysis:
+        analysis.run(torch.randn(1, 3, 65, 97))      # stage 0: 17x25 tokens, 7x7 windows, padded and shifted
+    assert max(analysis.max_output_error.values()) < 1e-5
+    rows = analysis.records()
+    assert all(r['pad_mass_mean'] == pytest.approx(0, abs=1e-6) for r in rows)
+    assert {layer.kind for layer in find_attention_layers(model)} == {'s3-window'}
+    for row in rows:     # windows of at most 7x7 here: no key farther than a window apart
+        assert row['mad_px_mean'] <= math.hypot(6, 6) * row['stride']

@@ -67,7 +67,8 @@ def test_with_cp_identical(cls, arch):
 
 @pytest.mark.parametrize('cls,arch', VARIANTS, ids=IDS)
 def test_frozen_stages(cls, arch):
-    for frozen in range(-1, cls.NUM_STAGES):
+    num_stages = cls.num_stages_of(cls.resolve_arch(cls.micro_arch(arch)))   # isotropic FocalNet: 1
+    for frozen in range(-1, num_stages):
         model = micro(cls, arch, frozen_stages=frozen)
         model.train()
         frozen_modules = [m for s in range(-1, frozen + 1) for m in model.stage_modules(s)] if frozen >= 0 else []
@@ -77,7 +78,9 @@ def test_frozen_stages(cls, arch):
             assert not module.training
             assert not any(p.requires_grad for p in module.parameters())
         trainable = [p for p in model.parameters() if p.requires_grad]
-        assert trainable or frozen == cls.NUM_STAGES - 1
+        assert trainable or frozen == num_stages - 1
+    with pytest.raises(ValueError, match=f'frozen_stages={num_stages} is not accepted'):
+        micro(cls, arch, frozen_stages=num_stages)
 
 
 @pytest.mark.parametrize('cls', list(BACKBONE_CLASSES.values()), ids=list(BACKBONE_CLASSES))

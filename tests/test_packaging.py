@@ -29,7 +29,7 @@ def test_checkout_resources_resolve():
 def test_unknown_config_and_card_name_alternatives():
     with pytest.raises(FileNotFoundError, match='similar: .*retinanet_'):
         resources.find_config('retinanet_focalnet-nonexistent')
-    with pytest.raises(FileNotFoundError, match="available: \\['focalnet', 'hrformer', 'twins'\\]"):
+    with pytest.raises(FileNotFoundError, match="available: \\['focalnet', 'hrformer', 's3', 'twins'\\]"):
         resources.model_card('swin')
 
 

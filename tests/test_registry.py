@@ -54,6 +54,6 @@ def test_no_clash_with_upstream_classes():
     assert SEG.get('PCPVT').__module__.startswith('mmseg')
     assert SEG.get('SVT').__module__.startswith('mmseg')
     assert POSE.get('HRFormer').__module__.startswith('mmpose')
-    for name in ('PCPVT', 'SVT', 'HRFormer', 'FocalNet'):
+    for name in ('PCPVT', 'SVT', 'HRFormer', 'FocalNet', 'S3'):
         assert SEG.get(f'backbones.{name}') is getattr(backbones, name)
         assert ours.MODELS.get(name) is getattr(backbones, name)

@@ -77,7 +77,8 @@ def test_arch_overrides_use_official_argument_names():
 
 
 def test_published_numbers_spot_checks():
-    """A few numbers against research/models.md (§1.4, §2.4, §3.4), to catch transcription slips."""
+    """A few numbers against research/models.md (§1.4, §2.4, §3.4) and seed_papers_2.md §4.3, to catch
+    transcription slips."""
     def value(name, metric):
         return next(m.value for m in zoo.get_checkpoint(name).metrics if m.metric == metric)
     assert value('focalnet-base-lrf_maskrcnn-3x-coco', 'box AP') == 49.8
@@ -86,6 +87,7 @@ def test_published_numbers_spot_checks():
     assert value('twins-pcpvt-small_upernet-ade20k-official', 'mIoU') == 46.2
     assert value('hrformer-base_coco-384x288', 'AP') == 77.4
     assert value('hrformer-base-win13_ocrnet-ade20k-official', 'mIoU') == 48.7
+    assert value('s3-small_in1k', 'top-1') == 83.7 and value('s3-base_in1k', 'top-1') == 84.0
 
 
 def test_queries_and_run_time_registration():

@@ -26,6 +26,8 @@ records = [json.loads(l) for l in (runs[-1] / 'vis_data' / 'scalars.json').read_
 final = [r for r in records if any(k.startswith(('coco/', 'mIoU', 'aAcc')) for k in r)][-1]
 key = {'det': 'coco/bbox_mAP', 'seg': 'mIoU', 'pose': 'coco/AP'}[task]
 iters = max((r['step'] for r in records if 'loss' in r), default=0)
-print(f'\nDemo {task} result after {iters} training iterations: {key} = {final[key]}')
-print('all metrics:', {k: v for k, v in final.items() if k != 'step'})
+def fmt(v):
+    return f'{v:.4g}' if isinstance(v, float) else str(v)
+print(f'\nDemo {task} result after {iters} training iterations: {key} = {fmt(final[key])}')
+print('all metrics:', ', '.join(f'{k} {fmt(v)}' for k, v in final.items() if k != 'step'))
 PY

@@ -35,6 +35,8 @@ FAMILIES = {
                   paper='Twins: Revisiting the Design of Spatial Attention in Vision Transformers (NeurIPS 2021)'),
     'hrformer': dict(title='HRFormer', classes=('HRFormer',),
                      paper='HRFormer: High-Resolution Transformer for Dense Prediction (NeurIPS 2021)'),
+    's3': dict(title='S3 (AutoFormerV2)', classes=('S3',),
+               paper='Searching the Search Space of Vision Transformer (NeurIPS 2021)'),
 }
 FLOPS_SIZE = 224
 SECTIONS = Path(__file__).resolve().parents[1] / 'model_cards' / 'sections'

@@ -5,6 +5,6 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$repo/tools/setup_env.sh"
 cd "$repo"
-# 2 cores: one intra-op thread per process avoids the 10-50x oversubscription slowdowns (stack.md §4.10).
+# 2 cores: one intra-op thread per process avoids the 10-50x oversubscription slowdowns (docs/stack.md, Threads).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 exec "${BACKBONES_VENV:-$repo/.venv}/bin/python" -m pytest tests "$@"

@@ -53,17 +53,29 @@ pip install -q "setuptools>=77.0.3,<81" ninja packaging
 pip install -q mmengine==0.10.7
 
 if ! ls "$house"/mmcv-$MMCV_VERSION-*.whl >/dev/null 2>&1; then
-  log "building mmcv $MMCV_VERSION with ops against torch $torchver (about 8-10 minutes on 2 cores) into $house"
+  log "building mmcv $MMCV_VERSION with ops against torch $torchver (progress below; measured times in the README) into $house"
   src=$(mktemp -d)
-  pip install -q "setuptools<70"   # the known-good build pin (stack.md §2); raised again below
+  pip install -q "setuptools<70"   # the known-good build pin (docs/stack.md); raised again below
   pip download -q --no-deps --no-binary :all: --no-build-isolation -d "$src" mmcv==$MMCV_VERSION
   tar -xzf "$src"/mmcv-$MMCV_VERSION.tar.gz -C "$src"
-  # torch >= 2.14 headers need C++20; mmcv 2.1.0's setup.py hard-codes -std=c++17 (stack.md addendum).
+  # torch >= 2.14 headers need C++20; mmcv 2.1.0's setup.py hard-codes -std=c++17 (docs/stack.md).
   if "$venv/bin/python" -c 'import sys, torch; v=tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]); sys.exit(0 if v >= (2, 14) else 1)'; then
     sed -i 's/-std=c++17/-std=c++20/g' "$src"/mmcv-$MMCV_VERSION/setup.py
   fi
-  (cd "$src"/mmcv-$MMCV_VERSION && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} \
-     "$venv/bin/python" -m pip wheel -q --no-build-isolation --no-deps -w "$house" .)
+  # -g0: no debug information in the ~80 objects (Python's own CFLAGS carry -g; the debug info is most of
+  # the compile time and the size of the .so). Progress: ninja's "[done/total]" lines, with elapsed time.
+  build_log="$src/build.log"
+  started=$SECONDS
+  if ! (cd "$src"/mmcv-$MMCV_VERSION && CFLAGS="${CFLAGS:-} -g0" CXXFLAGS="${CXXFLAGS:-} -g0" \
+        MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+        "$venv/bin/python" -m pip wheel -v --no-build-isolation --no-deps -w "$house" . 2>&1) \
+      | tee "$build_log" | awk '
+          /^ *\[[0-9]+\/[0-9]+\]/ { n = substr($1, 2, length($1) - 2); split(n, a, "/");
+            printf "[setup] mmcv build: %s/%s objects compiled, %d s elapsed\n", a[1], a[2], systime() - t0s; fflush() }
+          BEGIN { t0s = systime() }'; then
+    echo "mmcv build failed; last lines of $build_log:" >&2; tail -40 "$build_log" >&2; exit 1
+  fi
+  log "mmcv built in $((SECONDS - started)) s"
   rm -rf "$src"
 fi
 if ! ls "$house"/xtcocotools-*.whl >/dev/null 2>&1; then

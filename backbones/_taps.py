@@ -1,0 +1,85 @@
+"""Taps: the insertion points through which family-agnostic mechanisms (ARC adapters, ...) plug into
+every family's blocks, without code of their own per family.
+
+A transformer block of any family owns two taps:
+    `mixer_tap` — on the normalised input of its token mixer (attention / focal modulation),
+    `mlp_tap`   — on the normalised input of its MLP / ConvFFN.
+A tap sees a channels-last tensor (..., C) and is the identity (no parameters, no state-dict keys) until a
+mechanism installs a module in it with `tap.install(module)`. Where a mixer pads its input, its tap sits
+after the padding, so that whatever is installed sees exactly the tokens the following layers see.
+
+A block also declares, per tap, the layers that consume the tap's output first (`tap_consumers()`:
+tap name → attribute paths relative to the block, e.g. {'mixer_tap': ['attn.qkv'], 'mlp_tap':
+['mlp.fc1']}), so that a linear mechanism can be folded into them exactly, and the backbone says which
+blocks share per-width parameters (`DenseBackbone.tap_groups()`).
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import torch
+from torch import nn
+
+TAP_NAMES = ('mixer_tap', 'mlp_tap')
+
+
+class Tap(nn.Module):
+    """Identity until `install(module)`; then `module(x)`. (..., C) → (..., C)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner: Optional[nn.Module] = None
+
+    def install(self, module: Optional[nn.Module]) -> None:
+        self.inner = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.inner is None else self.inner(x)
+
+
+def tapped_blocks(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(qualified name, block) of every module that owns taps, in module order."""
+    for name, module in model.named_modules():
+        if all(isinstance(getattr(module, t, None), Tap) for t in TAP_NAMES):
+            yield name, module
+
+
+def tap_consumer_modules(block: nn.Module, tap_name: str) -> list[tuple[str, nn.Module]]:
+    """(path relative to the block, module) of each first consumer of `block.<tap_name>`."""
+    return [(path, block.get_submodule(path)) for path in block.tap_consumers()[tap_name]]
+
+
+def tap_width(block: nn.Module, tap_name: str) -> int:
+    """Channels C the tap sees: the input width of its first consumer."""
+    _, consumer = tap_consumer_modules(block, tap_name)[0]
+    return consumer.in_features if isinstance(consumer, nn.Linear) else consumer.in_channels
+
+
+def tap_groups(model: nn.Module) -> dict[str, list[str]]:
+    """Blocks that share per-width parameters: group name → qualified block names, in module order.
+
+    A model may define `tap_groups()` itself; the default groups the tapped blocks by stage (the
+    backbone's `stage_modules(i)`, stage -1 .. NUM_STAGES - 1) and, within a stage, by width — so one
+    group per stage, and per branch where a stage runs branches of different widths (HRFormer).
+    Group names are `stage{i}_{width}` ('blocks_{width}' for blocks outside every stage).
+    """
+    if hasattr(model, 'tap_groups'):
+        return model.tap_groups()
+    stage_of: dict[int, int] = {}
+    for stage in range(-1, getattr(model, 'NUM_STAGES', 0)):
+        try:
+            modules = model.stage_modules(stage)
+        except (NotImplementedError, IndexError, AttributeError):
+            continue
+        for module in modules:
+            if module is None:
+                continue
+            for sub in module.modules():
+                stage_of.setdefault(id(sub), stage)
+    groups: dict[str, list[str]] = {}
+    for name, block in tapped_blocks(model):
+        stage = stage_of.get(id(block))
+        width = tap_width(block, TAP_NAMES[0])
+        key = f'blocks_{width}' if stage is None else f'stage{stage}_{width}'
+        groups.setdefault(key, []).append(name)
+    return groups

@@ -1,0 +1,793 @@
+"""Slimmable backbones (Scala: "Slicing Vision Transformer for Flexible Inference", Zhang et al.,
+NeurIPS 2024, arXiv 2412.04786; facts from ../shared/research/seed_papers_2.md §2, no code copied).
+
+One family-agnostic mechanism. A backbone built with `slimmable=dict(...)` runs at any trained width
+ratio r (`set_width(model, r)`, `with at_width(model, r): ...`): every channel count C of a stage
+becomes c = round(r·C) (a multiple of the stage's head count), depth and head counts stay (the head
+dim shrinks, the softmax scale stays the full width's). Isolated Activation: the smallest trained
+width and r = 1 use the FIRST c channels of every weight, every intermediate width the LAST c.
+Outputs keep the full channel count (inactive channels are zero), so stock necks and heads work.
+BatchNorm layers keep separate running statistics per trained width (`slim_running_*` buffers).
+At r = 1 nothing is touched: the model is exactly the ordinary backbone and loads its checkpoints.
+
+`export_width(model, r)` builds a natively narrow backbone of the same class (smaller arch, the
+sliced weights, per-width BN statistics) whose outputs are the slimmed model's without the zero
+channels; `pad_to_full(outputs, channel_map)` puts them back.
+
+Families contribute data only: `slimming_spec()` returns
+    groups:  name → dict(channels=C, multiple=m, arch=[path, ...],   a free channel count, written at
+                         kwargs=[name, ...])                         those arch paths / constructor
+                                                                     arguments on export;
+                    dict(of=g, factor=f)                             c = int(c_g · f) (MLP hidden, ...);
+                    dict(of=g, heads=h)                              c = c_g, chosen per head (the h
+                                                                     blocks of C/h keep c/h each).
+    tensors: path → layout. A module path covers its weight (dims in order), bias (dim 0), and for
+             norms weight/bias/running statistics (dim 0); a parameter path covers that tensor. Per
+             dim: None (kept), a group name, or a list of group names and fixed lengths (a fused
+             projection, e.g. ['s0.h', 's0.h', 's0.h'] for q, k, v).
+    scales:  attention module path → its per-head group; the module's `scale` attribute (None:
+             1/sqrt(head dim)) is the full width's head_dim ** -0.5 while slimmed.
+    scale_key: where an export writes that scale: ('arch', key) or ('kwargs', key).
+    head_dim_key: where an export writes the narrow head dim, for a family whose head dim is an
+             argument of its own (S3) rather than width / heads.
+    outputs: one group per forward output.
+Depth-wise convolutions (groups = channels) and LayerNorm shapes follow their sliced weights.
+
+Deviation from the DeiT code of Scala: a fused q/k/v weight is sliced per projection and per head
+(q, k and v each keep c rows, c/heads per head), the layout of a natively narrow model; the DeiT code
+takes 3c contiguous rows, which only matters for its released DeiT weights.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._base import DenseBackbone, invalid_argument, register_mechanism
+
+__all__ = ['set_width', 'get_width', 'at_width', 'trained_widths', 'export_width', 'export_model', 'channel_map',
+           'pad_to_full', 'scala_widths', 'is_slimmable', 'distillation_loss', 'SLIMMABLE_DEFAULTS']
+
+SLIMMABLE_DEFAULTS: dict[str, Any] = dict(min_width=0.25, step=1 / 16, widths=None, off_grid=False)
+"""`slimmable=dict(...)` keys. The trained grid is min_width, min_width + step, ..., 1.0 (Scala's
+X = 13 widths by default) unless `widths` lists it. `off_grid=True` also accepts widths between the
+grid points at run time (not for models with BatchNorm: their statistics exist per trained width)."""
+
+_EPS = 1e-9
+_BN_STATS = ('running_mean', 'running_var')
+Range = tuple[int, int]
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the compiled declaration
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class _Group:
+    name: str
+    channels: int                      # full width
+    multiple: int = 1
+    of: Optional[str] = None
+    factor: float = 1.0
+    heads: int = 0                     # > 0: selection per head
+    arch: list = field(default_factory=list)
+    kwargs: list = field(default_factory=list)
+
+
+@dataclass
+class _Entry:
+    """One module the mechanism slices: its own tensors, attributes and per-width BN statistics."""
+    path: str
+    module: nn.Module
+    tensors: list                      # (name, layout) with layout a tuple per dim
+    norm_shape: Optional[tuple] = None     # LayerNorm: layout of normalized_shape
+    groups: Optional[tuple] = None         # depth-wise conv: layout of dim 0 → `groups`
+    bn: Optional[tuple] = None             # BatchNorm: layout of its statistics
+    scale: Optional[float] = None          # attention: full-width softmax scale
+    stack: list = field(default_factory=list)
+
+
+class _Width:
+    """An active width: channel counts per group, Isolated Activation side, BN statistics row."""
+
+    def __init__(self, plan: '_Plan', ratio: float):
+        self.ratio = ratio
+        self.front = ratio == 1.0 or abs(ratio - plan.widths[0]) < _EPS
+        self.row = plan.bn_rows.get(ratio)
+        self.counts: dict[str, int] = {}
+        for g in plan.groups.values():      # declaration order: `of` groups come after their source
+            if g.of is None:
+                units = g.channels // g.multiple
+                self.counts[g.name] = g.multiple * min(units, max(1, _round_half_up(ratio * units)))
+            elif g.heads:
+                self.counts[g.name] = self.counts[g.of]
+            else:
+                self.counts[g.name] = int(self.counts[g.of] * g.factor)
+        self._cache: dict = {}
+        self._plan = plan
+
+    def ranges(self, dim_layout) -> list[Range]:
+        """Kept [start, stop) ranges of one tensor dim (full coordinates, merged)."""
+        if dim_layout in self._cache:
+            return self._cache[dim_layout]
+        out: list[Range] = []
+        offset = 0
+        for seg in dim_layout:
+            if isinstance(seg, int):
+                out.append((offset, offset + seg))
+                offset += seg
+                continue
+            g = self._plan.groups[seg]
+            c = self.counts[seg]
+            blocks, size, keep = (g.heads, g.channels // g.heads, c // g.heads) if g.heads else (1, g.channels, c)
+            for b in range(blocks):
+                start = offset + b * size + (0 if self.front else size - keep)
+                out.append((start, start + keep))
+            offset += g.channels
+        merged: list[Range] = []
+        for a, b in out:
+            if a == b:
+                continue
+            if merged and merged[-1][1] == a:
+                merged[-1] = (merged[-1][0], b)
+            else:
+                merged.append((a, b))
+        self._cache[dim_layout] = merged
+        return merged
+
+    def count(self, dim_layout) -> int:
+        return sum(b - a for a, b in self.ranges(dim_layout))
+
+
+def _select(t: torch.Tensor, layout: tuple, width: _Width) -> torch.Tensor:
+    """`t` restricted to the kept ranges of every sliced dim (a view when each dim keeps one range)."""
+    for dim, dim_layout in enumerate(layout):
+        if dim_layout is None:
+            continue
+        ranges = width.ranges(dim_layout)
+        if len(ranges) == 1:
+            t = t.narrow(dim, ranges[0][0], ranges[0][1] - ranges[0][0])
+        else:
+            t = torch.cat([t.narrow(dim, a, b - a) for a, b in ranges], dim)
+    return t
+
+
+def _dim_layout(value: Any, where: str) -> Optional[tuple]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) for v in value):
+        return tuple(value)
+    raise ValueError(f'slimming_spec: {where}: a dim layout is None, a group name or a list of group '
+                     f'names and fixed lengths, got {value!r}')
+
+
+class _Plan:
+    """The family's declaration checked against the built model."""
+
+    def __init__(self, model: DenseBackbone, spec: dict, widths: list[float], off_grid: bool):
+        owner = type(model).__name__
+        self.owner = owner
+        self.widths = widths
+        self.off_grid = off_grid
+        self.groups: dict[str, _Group] = {}
+        for name, g in spec['groups'].items():
+            if 'of' in g:
+                if g['of'] not in self.groups:
+                    raise ValueError(f'{owner}.slimming_spec: group {name!r} derives from {g["of"]!r}, which '
+                                     'is not declared before it')
+                src = self.groups[g['of']]
+                heads = int(g.get('heads', 0))
+                factor = float(g.get('factor', 1.0))
+                full = src.channels if heads else int(src.channels * factor)
+                self.groups[name] = _Group(name, full, of=g['of'], factor=factor, heads=heads)
+                if heads and (full % heads or src.multiple % heads):
+                    raise ValueError(f'{owner}.slimming_spec: group {name!r}: {full} channels / source multiple '
+                                     f'{src.multiple} not divisible by {heads} heads')
+            else:
+                multiple = int(g.get('multiple', 1))
+                if g['channels'] % multiple:
+                    raise ValueError(f'{owner}.slimming_spec: group {name!r}: {g["channels"]} channels are not '
+                                     f'a multiple of {multiple}')
+                self.groups[name] = _Group(name, int(g['channels']), multiple=multiple,
+                                           arch=[tuple(p) for p in g.get('arch', ())], kwargs=list(g.get('kwargs', ())))
+        self.entries: list[_Entry] = []
+        by_module: dict[int, _Entry] = {}
+        for path, layout in spec['tensors'].items():
+            layout = tuple(_dim_layout(v, path) for v in (layout if isinstance(layout, tuple) else (layout,)))
+            for dim_layout in layout:
+                for seg in dim_layout or ():
+                    if isinstance(seg, str) and seg not in self.groups:
+                        raise ValueError(f'{owner}.slimming_spec: {path} names unknown group {seg!r}')
+            module, tensor_name = _resolve(model, path)
+            entry = by_module.get(id(module))
+            if entry is None:
+                entry = by_module[id(module)] = _Entry(path if tensor_name is None else path.rsplit('.', 1)[0],
+                                                       module, [])
+                self.entries.append(entry)
+            if tensor_name is not None:
+                entry.tensors.append((tensor_name, layout))
+                continue
+            channel_layout = (layout[0],)
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                entry.bn = channel_layout
+            if isinstance(module, nn.LayerNorm):
+                entry.norm_shape = layout[0]
+            for name, value in module.named_parameters(recurse=False):
+                entry.tensors.append((name, layout if name == 'weight' and value.ndim > 1 else channel_layout))
+            if isinstance(module, nn.Conv2d) and module.groups > 1:
+                if not (module.groups == module.in_channels == module.out_channels):
+                    raise ValueError(f'{owner}.slimming_spec: {path}: only depth-wise grouped convolutions '
+                                     f'can be sliced (groups {module.groups}, in {module.in_channels})')
+                entry.groups = layout[0]
+        for path, group in spec.get('scales', {}).items():
+            module = model.get_submodule(path)
+            g = self.groups[group]
+            if not g.heads:
+                raise ValueError(f'{owner}.slimming_spec: scale of {path} needs a per-head group, got {group!r}')
+            entry = by_module.get(id(module))
+            if entry is None:
+                entry = by_module[id(module)] = _Entry(path, module, [])
+                self.entries.append(entry)
+            if getattr(module, 'scale', None) is None:       # an explicit qk_scale stays as it is
+                entry.scale = (g.channels // g.heads) ** -0.5
+        self.scale_key = spec.get('scale_key')
+        self.head_dim_key = spec.get('head_dim_key')
+        self.outputs = [_dim_layout(o, 'outputs') for o in spec['outputs']]
+        self.bn_rows = {r: i for i, r in enumerate(w for w in widths if w != 1.0)}
+        self._check_shapes(model)
+        if off_grid and any(e.bn for e in self.entries):
+            raise invalid_argument(owner, 'slimmable', dict(off_grid=True), 'off_grid=False for a model with '
+                                   'BatchNorm', ' (its statistics are kept per trained width)')
+
+    def _check_shapes(self, model: nn.Module) -> None:
+        full = _Width(self, 1.0)
+        for e in self.entries:
+            for name, layout in e.tensors:
+                t = getattr(e.module, name)
+                for dim, dim_layout in enumerate(layout):
+                    if dim_layout is not None and (dim >= t.ndim or full.count(dim_layout) != t.shape[dim]):
+                        raise ValueError(f'{self.owner}.slimming_spec: {e.path}.{name} dim {dim} declared as '
+                                         f'{dim_layout} = {full.count(dim_layout)} channels, the tensor has shape '
+                                         f'{tuple(t.shape)}')
+
+
+def _resolve(model: nn.Module, path: str) -> tuple[nn.Module, Optional[str]]:
+    """Module path → (module, None); parameter/buffer path → (owner module, name)."""
+    try:
+        return model.get_submodule(path), None
+    except AttributeError:
+        pass
+    owner, _, name = path.rpartition('.')
+    module = model.get_submodule(owner) if owner else model
+    if name not in module._parameters and name not in module._buffers:
+        raise ValueError(f'{type(model).__name__}.slimming_spec: {path!r} is neither a module nor a tensor')
+    return module, name
+
+
+# ---------------------------------------------------------------------------------------------------
+# the state a slimmable model carries, and the hooks that slice while a width < 1 is active
+# ---------------------------------------------------------------------------------------------------
+class _SlimState:
+    def __init__(self, plan: _Plan, cfg: dict):
+        self.plan = plan
+        self.cfg = cfg
+        self.width = _Width(plan, 1.0)
+        self.handles: list = []
+
+
+def _enter(entry: _Entry, state: _SlimState, module: nn.Module, args: tuple) -> None:
+    width = state.width
+    saved: list = []
+    for name, layout in entry.tensors:
+        store = module._parameters if name in module._parameters else module._buffers
+        saved.append((store, name, store[name]))
+        store[name] = _select(store[name], layout, width)
+    if entry.bn is not None and module.running_mean is not None:
+        for name in _BN_STATS:
+            saved.append((module._buffers, name, module._buffers[name]))
+            module._buffers[name] = _select(module._buffers[f'slim_{name}'][width.row], entry.bn, width)
+        saved.append((module._buffers, 'num_batches_tracked', module._buffers['num_batches_tracked']))
+        module._buffers['num_batches_tracked'] = module._buffers['slim_num_batches_tracked'][width.row]
+    attrs = []
+    if entry.norm_shape is not None:
+        attrs.append(('normalized_shape', (width.count(entry.norm_shape),)))
+    if entry.groups is not None:
+        attrs.append(('groups', width.count(entry.groups)))
+    if entry.scale is not None:
+        attrs.append(('scale', entry.scale))
+    for attr, value in attrs:
+        saved.append((None, attr, getattr(module, attr)))
+        object.__setattr__(module, attr, value)
+    entry.stack.append(saved)
+
+
+def _exit(entry: _Entry, module: nn.Module, args: tuple, output: Any) -> None:
+    if not entry.stack:
+        return
+    for store, name, value in reversed(entry.stack.pop()):
+        if store is None:
+            object.__setattr__(module, name, value)
+        else:
+            store[name] = value
+
+
+def _pad_outputs(state: _SlimState, model: nn.Module, args: tuple, outputs: Any) -> Any:
+    return pad_to_full(outputs, _channel_map(state, state.width))
+
+
+def _install(model: DenseBackbone, state: _SlimState) -> None:
+    for handle in state.handles:
+        handle.remove()
+    state.handles = []
+    if state.width.ratio == 1.0:
+        return
+    for e in state.plan.entries:
+        state.handles.append(e.module.register_forward_pre_hook(functools.partial(_enter, e, state)))
+        state.handles.append(e.module.register_forward_hook(functools.partial(_exit, e), always_call=True))
+    state.handles.append(model.register_forward_hook(functools.partial(_pad_outputs, state)))
+
+
+def _state(model: nn.Module, what: str = 'set_width') -> _SlimState:
+    state = getattr(model, '_slim_state', None)
+    if state is None:
+        raise invalid_argument(what, 'model', type(model).__name__, 'a backbone built with slimmable=dict(...) '
+                               '(constructor, config or create_backbone)')
+    return state
+
+
+def _check_width(state: _SlimState, ratio: Any, what: str = 'set_width') -> float:
+    grid = state.plan.widths
+    shown = ', '.join(f'{w:g}' for w in grid)
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+        raise invalid_argument(what, 'width', ratio, f'a number in (0, 1]; trained widths: {shown}')
+    for w in grid:
+        if abs(ratio - w) < _EPS:
+            return w
+    if state.plan.off_grid and grid[0] <= ratio <= 1:
+        return float(ratio)
+    raise invalid_argument(what, 'width', ratio, f'one of the trained widths {shown}',
+                           ' (off the trained grid)' if not state.plan.off_grid else ' (below the smallest width)')
+
+
+# ---------------------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------------------
+def apply_slimmable(model: DenseBackbone, cfg: Any) -> None:
+    """`slimmable=dict(min_width=0.25, step=1/16, widths=None, off_grid=False)` (or True: defaults); the
+    mechanism registered for the `slimmable=` keyword (at the end of this module)."""
+    owner = type(model).__name__
+    if cfg is True:
+        cfg = {}
+    if not isinstance(cfg, dict):
+        raise invalid_argument(owner, 'slimmable', cfg, 'None, True or a dict with keys '
+                               f'{sorted(SLIMMABLE_DEFAULTS)}')
+    unknown = sorted(set(cfg) - set(SLIMMABLE_DEFAULTS))
+    if unknown:
+        raise invalid_argument(owner, 'slimmable', cfg, f'a dict with keys {sorted(SLIMMABLE_DEFAULTS)}',
+                               f' (unknown keys {unknown})')
+    cfg = dict(SLIMMABLE_DEFAULTS, **cfg)
+    if cfg['widths'] is not None:
+        widths = cfg['widths']
+        if (not isinstance(widths, (list, tuple)) or not widths
+                or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w <= 1 for w in widths)
+                or not any(abs(w - 1) < _EPS for w in widths)):
+            raise invalid_argument(owner, 'slimmable.widths', widths, 'a list of numbers in (0, 1] including 1.0')
+        widths = sorted({round(float(w), 9) for w in widths})
+    else:
+        low, step = cfg['min_width'], cfg['step']
+        if isinstance(low, bool) or not isinstance(low, (int, float)) or not 0 < low <= 1:
+            raise invalid_argument(owner, 'slimmable.min_width', low, 'a number in (0, 1]')
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step <= 1:
+            raise invalid_argument(owner, 'slimmable.step', step, 'a number in (0, 1]')
+        n = _round_half_up((1 - low) / step)
+        if abs(low + n * step - 1) > 1e-6:
+            raise invalid_argument(owner, 'slimmable', cfg, 'min_width + k·step = 1 for an integer k',
+                                   f' ({low:g} + k·{step:g} never reaches 1)')
+        widths = [round(low + k * step, 9) for k in range(n)] + [1.0]
+    spec_fn = getattr(model, 'slimming_spec', None)
+    if spec_fn is None:
+        raise NotImplementedError(f'{owner} does not declare its channel groups (slimming_spec); '
+                                  'slimmable= is not available for it')
+    plan = _Plan(model, spec_fn(), widths, bool(cfg['off_grid']))
+    rows = len(plan.bn_rows)
+    for e in plan.entries:
+        if e.bn is None or e.module.running_mean is None:
+            continue
+        bn = e.module
+        bn.register_buffer('slim_running_mean', bn.running_mean.detach().repeat(rows, 1))
+        bn.register_buffer('slim_running_var', bn.running_var.detach().repeat(rows, 1))
+        bn.register_buffer('slim_num_batches_tracked', bn.num_batches_tracked.detach().repeat(rows))
+        bn.register_load_state_dict_pre_hook(_fill_missing_bn_rows)
+    model.OPTIONAL_MODEL_KEYS = tuple(model.OPTIONAL_MODEL_KEYS) + (r'\.slim_(running_mean|running_var|'
+                                                                      r'num_batches_tracked)$',)
+    model._slim_state = _SlimState(plan, cfg)
+
+
+def _fill_missing_bn_rows(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """An ordinary checkpoint (no per-width statistics): every width starts from the full statistics."""
+    for name in _BN_STATS + ('num_batches_tracked',):
+        key, full = prefix + 'slim_' + name, prefix + name
+        if key not in state_dict and full in state_dict:
+            rows = module._buffers['slim_' + name].shape[0]
+            state_dict[key] = state_dict[full].detach().reshape(1, -1).repeat(rows, 1).reshape(
+                module._buffers['slim_' + name].shape)
+
+
+def is_slimmable(model: nn.Module) -> bool:
+    return getattr(model, '_slim_state', None) is not None
+
+
+def trained_widths(model: nn.Module) -> list[float]:
+    """The width grid the model was built for, smallest first (ends with 1.0)."""
+    return list(_state(model, 'trained_widths').plan.widths)
+
+
+def get_width(model: nn.Module) -> float:
+    return _state(model, 'get_width').width.ratio
+
+
+def set_width(model: nn.Module, width: float) -> float:
+    """Run `model` (built with `slimmable=`) at `width` from now on; returns the width set.
+
+    1.0 restores the ordinary backbone exactly (no hooks). Raises for widths outside (0, 1] or off the
+    trained grid (unless the model was built with `off_grid=True` and has no BatchNorm)."""
+    state = _state(model)
+    ratio = _check_width(state, width)
+    if ratio != 1.0:
+        from .adapters import has_adapters
+        if has_adapters(model):
+            raise NotImplementedError(f'{type(model).__name__}: adapter= modules are not slimmable; run it at '
+                                      'width 1, or merge the adapters (backbones.merge_adapters) first')
+    if ratio != state.width.ratio:
+        state.width = _Width(state.plan, ratio)
+        _install(model, state)
+    return ratio
+
+
+@contextlib.contextmanager
+def at_width(model: nn.Module, width: float) -> Iterator[nn.Module]:
+    """`with at_width(model, 0.5): outs = model(x)`; the previous width is restored on exit."""
+    previous = get_width(model)
+    set_width(model, width)
+    try:
+        yield model
+    finally:
+        set_width(model, previous)
+
+
+def channel_map(model: nn.Module, width: float) -> list[tuple[int, list[Range]]]:
+    """Per output: (full channels, kept [start, stop) ranges) at `width` — where a narrow output's channels
+    sit in the full-width output (also what a neck's input weights are sliced by)."""
+    state = _state(model, 'channel_map')
+    return _channel_map(state, _Width(state.plan, _check_width(state, width, 'channel_map')))
+
+
+def _channel_map(state: _SlimState, width: _Width) -> list[tuple[int, list[Range]]]:
+    full = _Width(state.plan, 1.0)
+    return [(full.count(o), width.ranges(o)) for o in state.plan.outputs]
+
+
+def pad_to_full(outputs: Sequence[torch.Tensor], cmap: Sequence[tuple[int, list[Range]]]) -> tuple:
+    """Narrow outputs (N, c, h, w) → (N, C, h, w) with zeros in the inactive channels (`channel_map`)."""
+    if len(outputs) != len(cmap):
+        raise ValueError(f'pad_to_full: {len(outputs)} outputs for a channel map of {len(cmap)}')
+    padded = []
+    for out, (channels, ranges) in zip(outputs, cmap):
+        if out.shape[1] == channels:
+            padded.append(out)
+        elif len(ranges) == 1:
+            a, b = ranges[0]
+            padded.append(F.pad(out, (0, 0, 0, 0, a, channels - b)))
+        else:
+            full = out.new_zeros((out.shape[0], channels) + tuple(out.shape[2:]))
+            index = torch.cat([torch.arange(a, b, device=out.device) for a, b in ranges])
+            padded.append(full.index_copy(1, index, out))
+    return tuple(padded)
+
+
+def scala_widths(model: nn.Module, rng: Optional[random.Random] = None) -> list[float]:
+    """One Scala training step's widths, largest first: 1.0, one drawn from the upper half of the grid
+    [m, 1), one from the lower half (smallest, m), and the smallest (m = the middle of the grid range)."""
+    grid = trained_widths(model)
+    rng = rng or random
+    low, middle = grid[0], (grid[0] + 1) / 2
+    upper = [w for w in grid if middle - _EPS <= w < 1]
+    lower = [w for w in grid if low < w < middle - _EPS]
+    steps = [1.0] + ([rng.choice(upper)] if upper else []) + ([rng.choice(lower)] if lower else [])
+    return steps + ([low] if low < 1 else [])
+
+
+def export_width(model: DenseBackbone, width: float) -> DenseBackbone:
+    """A natively narrow backbone of `model`'s class at `width` (a trained width): smaller arch, the
+    sliced weights and that width's BN statistics; its outputs equal `model`'s at that width with the
+    zero channels removed (`pad_to_full(narrow(x), channel_map(model, width))` equals them)."""
+    state = _state(model, 'export_width')
+    plan = state.plan
+    ratio = _check_width(state, width, 'export_width')
+    w = _Width(plan, ratio)
+    kwargs = copy.deepcopy(getattr(model, '_init_arguments', None))
+    if kwargs is None:
+        raise RuntimeError(f'{type(model).__name__}: constructor arguments were not recorded; cannot export')
+    arch = copy.deepcopy(model.arch_cfg)
+    for g in plan.groups.values():
+        for path in g.arch:
+            _write(arch, path, w.counts[g.name])
+        kwargs.update({key: w.counts[g.name] for key in g.kwargs if ratio != 1.0})
+    kwargs.update(arch=arch, init_cfg=None)
+    scales = {e.scale for e in plan.entries if e.scale is not None}
+    if ratio != 1.0 and scales:
+        if len(scales) > 1:
+            raise ValueError(f'{type(model).__name__}: the full-width softmax scales differ between '
+                             f'attention layers ({sorted(scales)}); a narrow model takes one qk_scale')
+        where, key = plan.scale_key
+        (arch if where == 'arch' else kwargs)[key] = scales.pop()
+    if plan.head_dim_key is not None:       # a family whose head dim is an argument (not width / heads)
+        head_dims = {w.counts[g.name] // g.heads for g in plan.groups.values() if g.heads}
+        if len(head_dims) != 1:
+            raise ValueError(f'{type(model).__name__}: the narrow head dims differ between stages '
+                             f'({sorted(head_dims)}); a narrow model takes one head dim')
+        where, key = plan.head_dim_key
+        (arch if where == 'arch' else kwargs)[key] = head_dims.pop()
+    reference = next(model.parameters())
+    narrow = type(model)(**kwargs).to(device=reference.device, dtype=reference.dtype)
+    own = narrow.state_dict()
+    sliced = _sliced_state_dict(model, state, w)
+    problems = [f'{k}: {tuple(sliced[k].shape)} vs {tuple(v.shape)}' for k, v in own.items()
+                if k in sliced and sliced[k].shape != v.shape]
+    missing, extra = sorted(set(own) - set(sliced)), sorted(set(sliced) - set(own))
+    if problems or missing or extra:
+        raise RuntimeError(f'{type(model).__name__} at width {ratio:g}: the natively narrow model is not the '
+                           f'slice (its structure or the slimming_spec differs): shape mismatches {problems[:5]}, '
+                           f'tensors it lacks {extra[:5]}, tensors it has besides {missing[:5]}')
+    narrow.load_state_dict({k: sliced[k] for k in own}, strict=True)
+    narrow.train(model.training)
+    return narrow
+
+
+def _write(arch: dict, path: tuple, value: int) -> None:
+    target = arch
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+
+
+def _sliced_state_dict(model: nn.Module, state: _SlimState, width: _Width) -> dict[str, torch.Tensor]:
+    """The model's state dict at `width`: declared tensors sliced, BN statistics of that width."""
+    out = {k: v for k, v in model.state_dict().items() if '.slim_' not in k}
+    for e in state.plan.entries:
+        prefix = f'{e.path}.' if e.path else ''
+        for name, layout in e.tensors:
+            out[prefix + name] = _select(getattr(e.module, name).detach(), layout, width).clone()
+        if e.bn is not None and e.module.running_mean is not None:
+            for name in _BN_STATS:
+                source = (getattr(e.module, name) if width.row is None
+                          else e.module._buffers[f'slim_{name}'][width.row])
+                out[prefix + name] = _select(source.detach(), e.bn, width).clone()
+            if width.row is not None:
+                out[prefix + 'num_batches_tracked'] = e.module.slim_num_batches_tracked[width.row].clone()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# a trained detector / segmenter / pose model → a standalone narrow one (`backbones export-width`)
+# ---------------------------------------------------------------------------------------------------
+def _fpn_inputs(cfg: dict, prefix: str, state: dict, outputs: int) -> list[tuple[str, int, list[int]]]:
+    """mmdet/mmseg FPN: lateral conv k reads output start_level + k; an 'on_input' extra conv the last."""
+    start, end = cfg.get('start_level', 0), cfg.get('end_level', -1)
+    stop = outputs if end == -1 else end + 1
+    found = [(f'{prefix}lateral_convs.{i - start}.conv.weight', 1, [i]) for i in range(start, stop)]
+    if cfg.get('add_extra_convs', False) in (True, 'on_input'):
+        found.append((f'{prefix}fpn_convs.{stop - start}.conv.weight', 1, [stop - 1]))
+    return found
+
+
+def _hrfpn_inputs(cfg: dict, prefix: str, state: dict, outputs: int) -> list[tuple[str, int, list[int]]]:
+    """mmdet HRFPN: every output resized and concatenated into `reduction_conv`."""
+    return [(f'{prefix}reduction_conv.conv.weight', 1, list(range(outputs)))]
+
+
+def _heatmap_head_inputs(cfg: dict, prefix: str, state: dict, outputs: int) -> list[tuple[str, int, list[int]]]:
+    """mmpose HeatmapHead reads the last output with its first layer: a deconvolution (weight dim 0 is the
+    input), a convolution or the final 1×1 convolution (dim 1)."""
+    for key, dim in (('deconv_layers.0.weight', 0), ('conv_layers.0.weight', 1), ('final_layer.weight', 1)):
+        if prefix + key in state:
+            return [(prefix + key, dim, [outputs - 1])]
+    raise KeyError(f'HeatmapHead: none of deconv_layers.0 / conv_layers.0 / final_layer under {prefix!r}')
+
+
+SCALA_WRAPPER_ARGS = ('type', 'task', 'model', 'warmup_iters', 'distill', 'distill_weight', 'val_width', 'seed',
+                      'init_cfg')
+INPUT_CONSUMERS = {'FPN': _fpn_inputs, 'HRFPN': _hrfpn_inputs, 'HeatmapHead': _heatmap_head_inputs}
+"""Config type of the module reading the backbone outputs → which of its weights read which outputs."""
+
+
+def export_model(model_cfg: dict, state_dict: dict[str, torch.Tensor], width: float
+                 ) -> tuple[dict, dict[str, torch.Tensor], DenseBackbone]:
+    """A model config (mmdet/mmseg/mmpose `model=dict(backbone=dict(..., slimmable=...), neck=...)`, plain
+    dicts) and its full state dict → (config, state dict, narrow backbone) of the standalone narrow model:
+    the backbone natively narrow, the consumer of its outputs (neck, or the head where there is none) with
+    `in_channels` and its input weights sliced to the kept channels. Its outputs equal the slimmed model's
+    (the inactive channels were zero, so the weights on them never contributed)."""
+    from ._base import BACKBONE_CLASSES
+    model_cfg = copy.deepcopy(model_cfg)
+    if str(model_cfg.get('type', '')).endswith('ScalaModel'):      # a Scala training config: its task model
+        inner = model_cfg.get('model')
+        if inner is None:
+            inner = {k: v for k, v in model_cfg.items() if k not in SCALA_WRAPPER_ARGS}
+            inner['type'] = model_cfg['task']
+        model_cfg = copy.deepcopy(inner)
+        state_dict = {k[len('model.'):]: v for k, v in state_dict.items() if k.startswith('model.')}
+    backbone_cfg = dict(model_cfg['backbone'])
+    type_name = str(backbone_cfg.pop('type', '')).split('.')[-1]
+    if type_name not in BACKBONE_CLASSES:
+        raise invalid_argument('export-width', 'model.backbone.type', type_name,
+                               f'one of {sorted(BACKBONE_CLASSES)}')
+    if backbone_cfg.get('slimmable') in (None, False):
+        raise invalid_argument('export-width', 'model.backbone.slimmable', backbone_cfg.get('slimmable'),
+                               'a slimmable backbone config (slimmable=dict(...))')
+    backbone_cfg['init_cfg'] = None
+    model = BACKBONE_CLASSES[type_name](**backbone_cfg)
+    backbone_state = {k[len('backbone.'):]: v for k, v in state_dict.items() if k.startswith('backbone.')}
+    model.load_state_dict(backbone_state)
+    narrow = export_width(model, width)
+    cmap = channel_map(model, width)
+    consumer_key = next((k for k in ('neck', 'head', 'decode_head') if k in model_cfg), None)
+    consumer = model_cfg.get(consumer_key) if consumer_key else None
+    kind = consumer.get('type', '') if isinstance(consumer, dict) else ''
+    kind = str(kind).split('.')[-1]
+    if kind not in INPUT_CONSUMERS:
+        raise NotImplementedError(f'export-width: the backbone outputs are read by {consumer_key}={kind!r}; '
+                                  f'slicing its inputs is implemented for {sorted(INPUT_CONSUMERS)}')
+    out_state = {k: v for k, v in state_dict.items() if not k.startswith('backbone.')}
+    out_state.update({f'backbone.{k}': v for k, v in narrow.state_dict().items()})
+    for key, dim, outs in INPUT_CONSUMERS[kind](consumer, f'{consumer_key}.', state_dict, len(cmap)):
+        offset, ranges = 0, []
+        for i in outs:
+            ranges += [(offset + a, offset + b) for a, b in cmap[i][1]]
+            offset += cmap[i][0]
+        weight = state_dict[key]
+        if weight.shape[dim] != offset:
+            raise ValueError(f'export-width: {key} has {weight.shape[dim]} input channels, the backbone '
+                             f'outputs {outs} give {offset}')
+        out_state[key] = torch.cat([weight.narrow(dim, a, b - a) for a, b in ranges], dim).clone()
+    counts = [sum(b - a for a, b in r) for _, r in cmap]
+    consumer['in_channels'] = counts[-1] if kind == 'HeatmapHead' else counts
+    defaults = {k: p.default for k, p in _signature(type(narrow)).items()}
+    new_backbone = {'type': model_cfg['backbone']['type']}
+    for key, value in narrow._init_arguments.items():
+        if key in model_cfg['backbone'] or key == 'arch' or value != defaults.get(key, value):
+            new_backbone[key] = value
+    new_backbone['arch'] = copy.deepcopy(narrow.arch_cfg)
+    model_cfg['backbone'] = new_backbone
+    return model_cfg, out_state, narrow
+
+
+def _signature(cls: type) -> dict:
+    import inspect
+    return dict(inspect.signature(cls.__init__).parameters)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scala training helpers (the OpenMMLab model wrapper is `backbones.registry.ScalaModel`)
+# ---------------------------------------------------------------------------------------------------
+DISTILL_KINDS = ('softmax', 'sigmoid', 'mse')
+
+
+def distillation_loss(student: Any, teacher: Any, kind: str) -> torch.Tensor:
+    """Progressive knowledge transfer from the next wider net's head output (T = 1), averaged over the
+    tensors of `student` / `teacher` (a tensor or nested lists, e.g. one per detection level):
+
+    'softmax': KL(softmax(teacher) ‖ softmax(student)) over dim 1 (segmentation logits, softmax
+               classifiers), summed over classes, averaged over the other dims;
+    'sigmoid': the same per class with Bernoulli distributions (sigmoid classifiers: RetinaNet, FCOS, ...);
+    'mse':     mean squared error (heatmaps are not distributions).
+    The teacher is detached here whatever the caller passed."""
+    if kind not in DISTILL_KINDS:
+        raise invalid_argument('distillation_loss', 'kind', kind, f'one of {DISTILL_KINDS}')
+    pairs = list(_leaves(student, teacher))
+    total = 0.0
+    for s, t in pairs:
+        t = t.detach().to(s.dtype)
+        if kind == 'mse':
+            total = total + F.mse_loss(s, t)
+        elif kind == 'softmax':
+            total = total + F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), reduction='none',
+                                     log_target=True).sum(1).mean()
+        else:
+            p = torch.sigmoid(t)
+            kl = (F.binary_cross_entropy_with_logits(s, p, reduction='none')
+                  - F.binary_cross_entropy_with_logits(t, p, reduction='none'))
+            total = total + kl.sum(1).mean()
+    return total / max(len(pairs), 1)
+
+
+def _leaves(student: Any, teacher: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    if isinstance(student, torch.Tensor):
+        yield student, teacher
+        return
+    if len(student) != len(teacher):
+        raise ValueError(f'distillation_loss: student has {len(student)} outputs, teacher {len(teacher)}')
+    for s, t in zip(student, teacher):
+        yield from _leaves(s, t)
+
+
+def detached(outputs: Any) -> Any:
+    """A head output (tensor or nested lists/tuples of tensors) with every tensor detached."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.detach()
+    return type(outputs)(detached(o) for o in outputs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# latency per exported width (the benchmark's methodology: a fresh subprocess per configuration)
+# ---------------------------------------------------------------------------------------------------
+def benchmark_widths(variant: str, widths: Sequence[float] = (0.25, 0.5, 0.75, 1.0), size=(224, 224),
+                     batch: int = 1, threads: int = 2, repeats: int = 5, warmup: int = 2, log=print) -> list[dict]:
+    """Inference latency of the natively narrow model `export_width` gives at each width of the zoo
+    variant `variant` (speed does not depend on the weights, so each is built from its narrow arch)."""
+    from ._factory import create_backbone
+    from .benchmark import Config, measure
+    model = create_backbone(variant, slimmable=dict(widths=sorted(set(widths) | {1.0})))
+    records = []
+    for width in widths:
+        narrow = export_width(model, width)
+        extra = {k: v for k, v in narrow._init_arguments.items()
+                 if k not in ('arch', 'init_cfg') and v != model._init_arguments.get(k)}
+        rec = measure(Config(variant=variant, size=tuple(size), batch=batch, threads=threads, repeats=repeats,
+                             warmup=warmup, arch_overrides=narrow.arch_cfg, model_kwargs=extra))
+        rec['width'] = width
+        rec['out_channels'] = narrow.out_channels
+        records.append(rec)
+        log(f"  {variant} width {width:g}: " + (f"ERROR {rec['error']}" if 'error' in rec else
+                                                 f"{rec['params_m']:.2f} M params, median {rec['median_ms']:.1f} ms "
+                                                 f"(IQR {rec['iqr_ms']:.1f})"))
+    return records
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(prog='python -m backbones.slimming',
+                                     description='latency per exported width (natively narrow models)')
+    parser.add_argument('variants', nargs='+', help='zoo names, e.g. twins-pcpvt-small')
+    parser.add_argument('--widths', nargs='+', type=float, default=[0.25, 0.5, 0.75, 1.0])
+    parser.add_argument('--size', default='224x224', help='HxW')
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=5)
+    args = parser.parse_args(argv)
+    size = tuple(int(v) for v in args.size.lower().split('x'))
+    print('| variant | width | out channels | params (M) | median ms (IQR) | x width 1 |')
+    print('|---|---|---|---|---|---|')
+    for variant in args.variants:
+        recs = benchmark_widths(variant, args.widths, size, args.batch, args.threads, args.repeats,
+                                log=lambda *a: None)
+        full = next((r['median_ms'] for r in recs if r['width'] == 1.0 and 'error' not in r), None)
+        for r in recs:
+            if 'error' in r:
+                print(f"| {variant} | {r['width']:g} | - | - | ERROR {r['error']} | - |")
+                continue
+            ratio = f"{r['median_ms'] / full:.2f}" if full else '-'
+            print(f"| {variant} | {r['width']:g} | {r['out_channels']} | {r['params_m']:.2f} | "
+                  f"{r['median_ms']:.1f} ({r['iqr_ms']:.1f}) | {ratio} |")
+    return 0
+
+
+if __name__ == '__main__':      # `python -m backbones.slimming`: run the imported module, registered once
+    import sys
+    from backbones.slimming import _main as main
+    sys.exit(main())
+
+register_mechanism('slimmable', order=10)(apply_slimmable)

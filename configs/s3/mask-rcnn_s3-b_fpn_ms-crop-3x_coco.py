@@ -1,0 +1,5 @@
+# S3-B + Mask R-CNN + FPN, 3x multi-scale + crop: the Swin recipe of mask-rcnn_s3-t_fpn_ms-crop-3x_coco.py
+# with S3-B, drop_path 0.3 (as Swin-B).
+_base_ = './mask-rcnn_s3-t_fpn_ms-crop-3x_coco.py'
+
+model = dict(backbone=dict(arch='base', drop_path_rate=0.3, init_cfg=dict(checkpoint='s3-base_in1k')))

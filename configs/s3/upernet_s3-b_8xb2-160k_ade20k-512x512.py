@@ -1,0 +1,5 @@
+# S3-B + UperNet, ADE20K 512x512, 160k: the Swin recipe of upernet_s3-t_8xb2-160k_ade20k-512x512.py with S3-B
+# (drop_path 0.3, as Swin-B).
+_base_ = './upernet_s3-t_8xb2-160k_ade20k-512x512.py'
+
+model = dict(backbone=dict(arch='base', init_cfg=dict(checkpoint='s3-base_in1k')))

@@ -1,0 +1,398 @@
+"""Slimmable backbones (Scala, `backbones.slimming`): every family, micro widths, odd input sizes."""
+import random
+
+import pytest
+import torch
+
+import backbones
+from backbones import slimming
+from backbones._base import BACKBONE_CLASSES
+
+# (class name, arch) covering each family's code paths: FocalNet post-LN/layerscale/conv stem and the
+# isotropic model, both Twins, HRFormer (BatchNorm), S3.
+CASES = [('FocalNet', 'tiny-srf'), ('FocalNet', 'large-fl4'), ('FocalNet', 'tiny-iso'), ('PCPVT', 'small'),
+         ('SVT', 'small'), ('HRFormer', 'small'), ('S3', 'tiny')]
+IDS = [f'{c}-{a}' for c, a in CASES]
+SIZE = (37, 53)        # odd, not a multiple of any window or patch
+
+
+def build(name: str, arch: str, seed: int = 0, **kwargs) -> backbones.DenseBackbone:
+    cls = BACKBONE_CLASSES[name]
+    torch.manual_seed(seed)
+    return cls(arch=cls.micro_arch(arch), **kwargs)
+
+
+def image(dtype=torch.float32, n=2) -> torch.Tensor:
+    return torch.randn(n, 3, *SIZE, generator=torch.Generator().manual_seed(1), dtype=dtype)
+
+
+def test_every_family_declares_channel_groups():
+    """A registered family without `slimming_spec` would not take slimmable= (S3 included)."""
+    assert 'S3' in BACKBONE_CLASSES
+    missing = [n for n, c in BACKBONE_CLASSES.items() if not hasattr(c, 'slimming_spec')]
+    assert not missing, f'families without slimming_spec: {missing}'
+
+
+@pytest.mark.parametrize('name,arch', CASES, ids=IDS)
+def test_width_one_is_the_ordinary_backbone(name, arch):
+    plain = build(name, arch).eval()
+    slim = build(name, arch, seed=1, slimmable=dict()).eval()
+    slim.load_state_dict(plain.state_dict())          # an ordinary checkpoint loads as the r = 1 net
+    x = image()
+    with torch.no_grad():
+        expected = plain(x)
+        assert all(torch.equal(a, b) for a, b in zip(expected, slim(x)))
+        with backbones.at_width(slim, 0.5):
+            narrow = slim(x)
+        assert backbones.get_width(slim) == 1.0
+        assert all(torch.equal(a, b) for a, b in zip(expected, slim(x)))   # back at 1: exactly again
+    assert [o.shape for o in narrow] == [o.shape for o in expected]     # full channel count at any width
+    assert not any(torch.equal(a, b) for a, b in zip(expected, narrow))
+
+
+@pytest.mark.parametrize('name,arch', CASES, ids=IDS)
+def test_export_equals_the_slice_at_every_trained_width(name, arch):
+    model = build(name, arch, slimmable=dict()).double()
+    if name == 'HRFormer':        # distinct per-width BN statistics, so that the export must pick the right row
+        model.train()
+        for w in backbones.trained_widths(model):
+            with backbones.at_width(model, w), torch.no_grad():
+                model(image(torch.float64))
+    model.eval()
+    x = image(torch.float64)
+    full_params = sum(p.numel() for p in model.parameters())
+    previous = 0
+    for w in backbones.trained_widths(model):
+        with backbones.at_width(model, w), torch.no_grad():
+            expected = model(x)
+        narrow = backbones.export_width(model, w).eval()
+        assert type(narrow) is type(model) and not slimming.is_slimmable(narrow)
+        with torch.no_grad():
+            got = narrow(x)
+        cmap = backbones.channel_map(model, w)
+        assert [o.shape[1] for o in got] == [sum(b - a for a, b in r) for _, r in cmap]
+        for e, g in zip(expected, backbones.pad_to_full(got, cmap)):
+            torch.testing.assert_close(g, e, rtol=0, atol=1e-12)      # BN folding in eval: float64 rounding
+        params = sum(p.numel() for p in narrow.parameters())
+        assert previous <= params <= full_params
+        previous = params
+    assert params == full_params
+
+
+def test_export_arch_is_the_narrow_arch():
+    model = build('PCPVT', 'small', slimmable=dict())
+    narrow = backbones.export_width(model, 0.5)
+    assert narrow.arch_cfg['embed_dims'] == [8, 16, 24, 32]
+    assert narrow.arch_cfg['num_heads'] == model.arch_cfg['num_heads']        # heads fixed, head dim shrinks
+    assert narrow.arch_cfg['qk_scale'] == pytest.approx(16 ** -0.5)           # the full width's scale
+    assert narrow.feature_info[0]['channels'] == 8
+    hr = backbones.export_width(build('HRFormer', 'small', slimmable=dict()), 0.25)
+    assert hr.arch_cfg['stage4']['num_channels'] == [2, 4, 6, 8]
+    assert hr.arch_cfg['stage1']['num_channels'] == [2] and hr.conv1.out_channels == 16   # stem: 64 → 16
+    fn = backbones.export_width(build('FocalNet', 'tiny-srf', slimmable=dict()), 0.5)
+    assert fn.arch_cfg['embed_dim'] == 4
+
+
+def test_isolated_activation_front_for_smallest_and_full_back_otherwise():
+    model = build('PCPVT', 'small', slimmable=dict())
+    weight = model.patch_embeds[0].proj.weight.detach()               # (16, 3, 4, 4)
+    q = model.blocks[1][0].attn.q.weight.detach()                     # stage 1: 32 = 2 heads x 16
+    for w, front in ((0.25, True), (0.3125, False), (0.5, False), (0.9375, False), (1.0, True)):
+        narrow = backbones.export_width(model, w)
+        c = narrow.arch_cfg['embed_dims'][0]
+        expected = weight[:c] if front else weight[-c:]
+        assert torch.equal(narrow.patch_embeds[0].proj.weight, expected), w
+        c1, hd = narrow.arch_cfg['embed_dims'][1], narrow.arch_cfg['embed_dims'][1] // 2
+        rows = [h * 16 + (k if front else 16 - hd + k) for h in range(2) for k in range(hd)]   # per head
+        cols = range(c1) if front else range(32 - c1, 32)
+        assert torch.equal(narrow.blocks[1][0].attn.q.weight, q[rows][:, list(cols)]), w
+        ranges = backbones.channel_map(model, w)[0][1]
+        assert ranges == [(0, c) if front else (16 - c, 16)]
+    # the zero channels of the padded outputs are where the rule says
+    x = image()
+    with backbones.at_width(model, 0.5), torch.no_grad():
+        out = model(x)[0]
+    assert out[:, :8].abs().sum() == 0 and out[:, 8:].abs().sum() > 0
+
+
+def test_gradients_reach_only_the_active_slice_and_with_cp_works():
+    model = build('FocalNet', 'tiny-srf', slimmable=dict(), with_cp=True).train()
+    backbones.set_width(model, 0.5)
+    sum(o.square().mean() for o in model(image())).backward()
+    grad = model.patch_embed.proj.weight.grad                       # 8 channels, back half active
+    assert grad[4:].abs().sum() > 0 and grad[:4].abs().sum() == 0
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_batchnorm_statistics_are_kept_per_width():
+    model = build('HRFormer', 'small', slimmable=dict()).train()
+    bn = model.stage2[0].branches[0][0].ffn.norm1
+    full_before, rows_before = bn.running_mean.clone(), bn.slim_running_mean.clone()
+    widths = backbones.trained_widths(model)
+    row = widths.index(0.5)
+    with backbones.at_width(model, 0.5):
+        model(image())
+    assert torch.equal(bn.running_mean, full_before)                       # r = 1 statistics untouched
+    changed = (bn.slim_running_mean != rows_before).any(1)
+    assert changed.tolist() == [i == row for i in range(len(widths) - 1)]  # only the 0.5 row moved
+    assert bn.slim_num_batches_tracked[row] == 1 and bn.num_batches_tracked == 0
+    model(image())
+    assert not torch.equal(bn.running_mean, full_before)
+    # saved and restored with the model; an ordinary checkpoint fills every width from the full statistics
+    sd = model.state_dict()
+    assert 'stage2.0.branches.0.0.ffn.norm1.slim_running_mean' in sd
+    fresh = build('HRFormer', 'small', slimmable=dict())
+    fresh.load_state_dict(sd)
+    assert torch.equal(fresh.stage2[0].branches[0][0].ffn.norm1.slim_running_mean, bn.slim_running_mean)
+    plain = {k: v for k, v in sd.items() if '.slim_' not in k}
+    report = backbones.load_pretrained(fresh, plain)
+    assert report.loaded == len(plain)
+    loaded = fresh.stage2[0].branches[0][0].ffn.norm1
+    assert torch.equal(loaded.slim_running_mean, bn.running_mean.expand_as(loaded.slim_running_mean))
+
+
+@pytest.mark.parametrize('width', [0, -0.25, 1.5, 0.3, True, '0.5', float('nan')])
+def test_bad_widths_raise_clear_errors(width):
+    model = build('FocalNet', 'tiny-srf', slimmable=dict())
+    with pytest.raises(ValueError, match='width'):
+        backbones.set_width(model, width)
+    with pytest.raises(ValueError, match='width'):
+        backbones.export_width(model, width)
+    assert backbones.get_width(model) == 1.0
+
+
+def test_off_grid_widths_and_bad_configurations():
+    model = build('FocalNet', 'tiny-srf', slimmable=dict(off_grid=True))
+    assert backbones.set_width(model, 0.3) == 0.3
+    with pytest.raises(ValueError, match='width'):
+        backbones.set_width(model, 0.2)                                    # below the smallest trained width
+    with pytest.raises(ValueError, match='off_grid'):
+        build('HRFormer', 'small', slimmable=dict(off_grid=True))         # BN statistics exist per width only
+    with pytest.raises(ValueError, match='unknown keys'):
+        build('SVT', 'small', slimmable=dict(ratio=0.5))
+    with pytest.raises(ValueError, match='never reaches 1'):
+        build('SVT', 'small', slimmable=dict(min_width=0.3, step=0.25))
+    with pytest.raises(ValueError, match='slimmable'):
+        backbones.set_width(build('SVT', 'small'), 0.5)                    # not built slimmable
+    grid = backbones.trained_widths(build('SVT', 'small', slimmable=dict(widths=[1.0, 0.5, 0.25])))
+    assert grid == [0.25, 0.5, 1.0]
+
+
+def test_create_backbone_takes_slimmable():
+    model = backbones.create_backbone('twins-svt-small', slimmable=dict(step=0.25))
+    assert backbones.trained_widths(model) == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_scala_step_widths_come_from_both_halves():
+    model = build('FocalNet', 'tiny-srf', slimmable=dict())
+    rng = random.Random(0)
+    for _ in range(20):
+        full, upper, lower, smallest = slimming.scala_widths(model, rng)
+        assert full == 1.0 and smallest == 0.25
+        assert 0.625 <= upper <= 0.9375 and 0.3125 <= lower <= 0.5625
+
+
+def _fpn_state(model, prefix='neck.', out=8):
+    """FPN-like neck weights reading every output (lateral 1x1) plus an 'on_input' extra conv on the last."""
+    g = torch.Generator().manual_seed(2)
+    state = {f'backbone.{k}': v for k, v in model.state_dict().items()}
+    for i, c in enumerate(model.out_channels):
+        state[f'{prefix}lateral_convs.{i}.conv.weight'] = torch.randn(out, c, 1, 1, generator=g)
+        state[f'{prefix}lateral_convs.{i}.conv.bias'] = torch.randn(out, generator=g)
+    state[f'{prefix}fpn_convs.{len(model.out_channels)}.conv.weight'] = torch.randn(
+        out, model.out_channels[-1], 3, 3, generator=g)
+    return state
+
+
+def test_export_model_slices_the_neck_inputs_exactly():
+    arch = backbones.FocalNet.micro_arch('tiny-srf')
+    model = build('FocalNet', 'tiny-srf', slimmable=dict()).eval()
+    cfg = dict(type='RetinaNet', backbone=dict(type='backbones.FocalNet', arch=arch, slimmable=dict(),
+                                               drop_path_rate=0.0, init_cfg=None),
+               neck=dict(type='FPN', in_channels=model.out_channels, out_channels=8, start_level=1,
+                         add_extra_convs='on_input', num_outs=5))
+    state = _fpn_state(model)
+    state = {k.replace('lateral_convs.1.', 'lateral_convs.0.').replace('lateral_convs.2.', 'lateral_convs.1.')
+             .replace('lateral_convs.3.', 'lateral_convs.2.').replace('fpn_convs.4.', 'fpn_convs.3.'): v
+             for k, v in state.items() if 'lateral_convs.0.' not in k}          # start_level=1: outputs 1..3
+    x = image()
+    for width in (0.25, 0.5):
+        new_cfg, new_state, narrow = slimming.export_model(cfg, state, width)
+        assert 'slimmable' not in new_cfg['backbone'] and new_cfg['backbone']['arch']['embed_dim'] == width * 8
+        assert new_cfg['neck']['in_channels'] == narrow.out_channels
+        rebuilt = backbones.FocalNet(**{k: v for k, v in new_cfg['backbone'].items() if k != 'type'}).eval()
+        rebuilt.load_state_dict({k[9:]: v for k, v in new_state.items() if k.startswith('backbone.')})
+        with torch.no_grad(), backbones.at_width(model, width):
+            padded = model(x)
+        with torch.no_grad():
+            small = rebuilt(x)
+        for k in range(3):
+            key = f'neck.lateral_convs.{k}.conv.weight'
+            torch.testing.assert_close(torch.nn.functional.conv2d(small[k + 1], new_state[key]),
+                                       torch.nn.functional.conv2d(padded[k + 1], state[key]), rtol=0, atol=1e-5)
+        key = 'neck.fpn_convs.3.conv.weight'
+        assert new_state[key].shape[1] == narrow.out_channels[-1]
+        torch.testing.assert_close(torch.nn.functional.conv2d(small[-1], new_state[key], padding=1),
+                                   torch.nn.functional.conv2d(padded[-1], state[key], padding=1), rtol=0, atol=1e-5)
+
+
+def test_export_width_command_writes_a_standalone_pose_model(tmp_path):
+    from mmengine.config import Config
+    from backbones.cli import main
+    arch = backbones.HRFormer.micro_arch('small')
+    model = build('HRFormer', 'small', slimmable=dict(step=0.25), out_indices=(0,)).eval()
+    g = torch.Generator().manual_seed(3)
+    state = {f'backbone.{k}': v for k, v in model.state_dict().items()}
+    state['head.final_layer.weight'] = torch.randn(3, model.out_channels[0], 1, 1, generator=g)
+    state['head.final_layer.bias'] = torch.randn(3, generator=g)
+    (tmp_path / 'pose.py').write_text(
+        f"model = dict(type='TopdownPoseEstimator', backbone=dict(type='backbones.HRFormer', arch={arch!r}, "
+        f"out_indices=(0,), slimmable=dict(step=0.25), init_cfg=None), "
+        f"head=dict(type='HeatmapHead', in_channels={model.out_channels[0]}, out_channels=3, "
+        f"deconv_out_channels=None))\n")
+    torch.save({'state_dict': state}, tmp_path / 'pose.pth')
+    assert main(['export-width', str(tmp_path / 'pose.py'), str(tmp_path / 'pose.pth'), '--width', '0.5',
+                 '--out', str(tmp_path / 'out')]) == 0
+    cfg = Config.fromfile(str(tmp_path / 'out' / 'pose_width-0.5.py'))
+    saved = torch.load(cfg.load_from, weights_only=True)['state_dict']
+    kwargs = {k: v for k, v in cfg.model.backbone.items() if k != 'type'}
+    narrow = backbones.HRFormer(**kwargs).eval()
+    narrow.load_state_dict({k[9:]: v for k, v in saved.items() if k.startswith('backbone.')})
+    assert cfg.model.head.in_channels == narrow.out_channels[0] == 4
+    x = image()
+    with torch.no_grad(), backbones.at_width(model, 0.5):
+        expected = torch.nn.functional.conv2d(model(x)[0], state['head.final_layer.weight'])
+    with torch.no_grad():
+        got = torch.nn.functional.conv2d(narrow(x)[0], saved['head.final_layer.weight'])
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def _scala_model(warmup_iters=1):
+    from mmengine.model import BaseModel
+    from backbones.registry import ScalaModel
+
+    class TinyClassifier(BaseModel):
+        """A stand-in task model: slimmable backbone, a pooled linear head, cross-entropy label loss."""
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = build('FocalNet', 'tiny-srf', slimmable=dict())
+            self.head = torch.nn.Linear(self.backbone.out_channels[-1], 5)
+
+        def loss(self, inputs, data_samples):
+            logits = self.head(self.backbone(inputs)[-1].mean((2, 3)))
+            return dict(loss_cls=torch.nn.functional.cross_entropy(logits, data_samples))
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            if mode == 'loss':
+                return self.loss(inputs, data_samples)
+            logits = self.head(self.backbone(inputs)[-1].mean((2, 3)))
+            return list(logits) if mode == 'predict' else logits
+
+    return ScalaModel(TinyClassifier(), warmup_iters=warmup_iters, distill='softmax')
+
+
+def test_scala_training_step(monkeypatch):
+    """Warm-up: one pass at width 1. Then four passes (1, upper half, lower half, smallest), each smaller
+    one distilled from the previous pass's detached head output, and ONE optimizer step per iteration."""
+    from mmengine.optim import OptimWrapper
+    model = _scala_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    wrapper = OptimWrapper(optimizer)
+    calls = dict(step=0, backward=0)
+    pairs = []
+
+    def counted(name, fn):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return call
+
+    def recorded(student, teacher, kind, distill=slimming.distillation_loss):
+        pairs.append((student, teacher))
+        return distill(student, teacher, kind)
+
+    monkeypatch.setattr(optimizer, 'step', counted('step', optimizer.step))
+    monkeypatch.setattr(wrapper, 'backward', counted('backward', wrapper.backward))
+    monkeypatch.setattr(slimming, 'distillation_loss', recorded)
+    widths = []
+    set_width = slimming.set_width
+    monkeypatch.setattr(slimming, 'set_width', lambda m, w: (widths.append(w), set_width(m, w))[1])
+    data = dict(inputs=image(), data_samples=torch.tensor([1, 3]))
+
+    log = model.train_step(data, wrapper)
+    assert calls == dict(step=1, backward=1) and not pairs and widths == [1.0, 1.0]
+    assert set(log) == {'loss', 'loss_full', 'loss_cls'}
+    widths.clear()
+    before = model.model.backbone.patch_embed.proj.weight.detach().clone()
+    log = model.train_step(data, wrapper)
+    assert calls == dict(step=2, backward=5)
+    assert len(pairs) == 3
+    for student, teacher in pairs:
+        assert student.requires_grad and not teacher.requires_grad and teacher.grad_fn is None
+    for (student, _), (_, teacher) in zip(pairs, pairs[1:]):
+        assert torch.equal(student.detach(), teacher)              # progressive: the previous pass teaches
+    assert widths[0] == 1.0 and 0.625 <= widths[1] < 1 and 0.25 < widths[2] < 0.625 and widths[3] == 0.25
+    assert widths[4] == 1.0                                        # back to the validation width
+    roles = ('full', 'upper', 'lower', 'smallest')
+    assert set(log) == {'loss', 'loss_cls'} | {f'loss_{r}' for r in roles} | {f'loss_kd_{r}' for r in roles[1:]}
+    assert log['loss'] == sum(log[f'loss_{r}'] for r in roles)
+    assert not torch.equal(before, model.model.backbone.patch_embed.proj.weight)
+    assert backbones.get_width(model.model.backbone) == 1.0
+
+
+def test_adapters_are_refused_below_width_one():
+    model = build('SVT', 'small', slimmable=dict(), adapter=dict(type='ARC', bottleneck=4))
+    with pytest.raises(NotImplementedError, match='adapter'):
+        backbones.set_width(model, 0.5)
+    assert backbones.set_width(model, 1.0) == 1.0
+
+
+def test_scala_validation_loop_reports_every_width():
+    from types import SimpleNamespace
+    from mmengine.evaluator import BaseMetric, Evaluator
+    from backbones.registry import ScalaValLoop
+    model = _scala_model()
+    backbone = model.model.backbone
+
+    class WidthSeen(BaseMetric):
+        """Records the backbone width each validation batch ran at."""
+        def process(self, data_batch, data_samples):
+            self.results.append(backbones.get_width(backbone))
+
+        def compute_metrics(self, results):
+            return dict(width=sum(results) / len(results), batches=len(results))
+
+    batches = [dict(inputs=image(), data_samples=torch.tensor([0, 1]))] * 2
+    hooks = []
+    runner = SimpleNamespace(model=model, call_hook=lambda name, **kw: hooks.append(name))
+    loop = ScalaValLoop(runner, _Batches(batches), Evaluator(WidthSeen()), widths=[0.25, 0.5, 1.0])
+    metrics = loop.run()
+    assert {k: v for k, v in metrics.items() if k.startswith('width')} == {
+        'width@0.25': 0.25, 'width@0.5': 0.5, 'width@1': 1.0, 'width': 1.0}
+    assert hooks.count('after_val_epoch') == 1 and backbones.get_width(backbone) == 1.0
+
+
+class _Batches(list):
+    """A list of batches that looks like a DataLoader to ValLoop (`len(dataloader.dataset)`)."""
+    @property
+    def dataset(self):
+        return self
+
+
+def test_hrformer_with_official_stage1_exports_exactly():
+    """Official variants have 64 bottleneck planes (256 out) after a 64-channel stem: were the stem kept,
+    4·16 = 64 at r = 0.25 would leave the narrow model without stage 1's projection shortcut."""
+    arch = backbones.HRFormer.micro_arch('small')
+    arch['stage1'] = dict(arch['stage1'], num_channels=[64])
+    torch.manual_seed(0)
+    model = backbones.HRFormer(arch=arch, slimmable=dict(widths=[0.25, 0.5, 1.0])).double().eval()
+    x = image(torch.float64)
+    for w in (0.25, 0.5):
+        narrow = backbones.export_width(model, w).eval()
+        with backbones.at_width(model, w), torch.no_grad():
+            expected = model(x)
+        with torch.no_grad():
+            got = backbones.pad_to_full(narrow(x), backbones.channel_map(model, w))
+        for e, g in zip(expected, got):
+            torch.testing.assert_close(g, e, rtol=0, atol=1e-12)
