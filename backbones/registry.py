@@ -7,6 +7,7 @@ scopes; registering only here avoids that.
 """
 from __future__ import annotations
 
+from mmengine.model import BaseModule
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
@@ -32,6 +33,25 @@ def CutMixSegDataPreProcessor(cutmix: dict | None = None, **kwargs):  # noqa: N8
     if cutmix is not None:
         preprocessor.batch_augments = SegCutMix(**cutmix)
     return preprocessor
+
+
+@MODELS.register_module()
+class ContiguousMaps(BaseModule):
+    """A neck that runs `neck` (any registered neck config, or none) and hands its maps on contiguous.
+
+    The zoo backbones return channels-last maps (their fast layout); heads built on mmcv ops that accept
+    only contiguous inputs (DEKR's `DeformConv2d`) get them through this wrapper, which `backbones swap`
+    inserts for such heads. `(maps...) → (maps...)`, a copy only where a map is not contiguous."""
+
+    def __init__(self, neck: dict | None = None, init_cfg: dict | None = None):
+        super().__init__(init_cfg=init_cfg)
+        self.neck = MMENGINE_MODELS.build(neck) if neck is not None else None
+
+    def forward(self, inputs):
+        outs = self.neck(inputs) if self.neck is not None else inputs
+        if isinstance(outs, (list, tuple)):
+            return type(outs)(o.contiguous() for o in outs)
+        return outs.contiguous()
 
 
 def register_all_modules(init_default_scope: bool = False) -> None:

@@ -65,6 +65,10 @@ UNSUPPORTED_NECKS = {
                'strides',
     'JPU': 'FastFCN\'s joint pyramid upsampling replaces the dilation of a ResNet-D32 and is tied to it',
 }
+CONTIGUOUS_HEADS = {   # heads built on mmcv ops that refuse non-contiguous (e.g. channels-last) maps
+    'DEKRHead': 'runs mmcv DeformConv2d, which needs contiguous maps',
+}
+
 PYRAMID_NECKS = {  # necks that build a pyramid from a single-stride ViT (a hierarchical backbone is one): the
     'Feature2Pyramid': ('rescales', [4, 2, 1, 0.5]),     # key of their per-output scale factors, and its default
     'MultiLevelNeck': ('scales', [0.5, 1, 2, 4]),
@@ -645,8 +649,18 @@ def plan_swap(config: str, backbone: str, *, checkpoint: Optional[str] = None, l
     else:
         notes.append('no model.data_preprocessor dict: normalise inputs with '
                      f'mean={list(entry.mean)}, std={list(entry.std)} (RGB) yourself')
+    contiguous_only = CONTIGUOUS_HEADS.get(_type(model.get('head')))
+    if contiguous_only:
+        inner = model.get('neck')
+        if isinstance(inner, dict) and '.' not in _type(inner):
+            inner = dict(inner, type=f'{scope}.{_type(inner)}')
+        model['neck'] = dict(type='backbones.ContiguousMaps', neck=inner)
+        notes.append(f'model.head {_type(model["head"])} {contiguous_only}; the zoo backbones return channels-last '
+                     'maps, so the neck is wrapped in backbones.ContiguousMaps')
     overrides = _diff(stock_model, model)
     overrides['backbone'] = dict(model['backbone'], _delete_=True)
+    if contiguous_only:
+        overrides['neck'] = dict(model['neck'], _delete_=True)
     wrapper = _optim_wrapper(_plain(cfg.get('optim_wrapper') or {}), task, lr, weight_decay, notes)
     return SwapPlan(config=config, backbone=backbone, checkpoint=checkpoint, task=task, out_indices=out_indices,
                     stock_strides=stock_strides, new_strides=new_strides, model_overrides=overrides,

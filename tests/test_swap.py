@@ -89,8 +89,6 @@ deeper level concatenated when the family would otherwise leave parameters unuse
 INFERENCE_ONLY = {'Associative Embedding': 'mmpose 1.3.2 ships it for inference only (its train_pipeline is empty)'}
 """Families whose stock config cannot train, with or without a swap: planned, not trained (README says so)."""
 TRAINED = [s for s in SWEEP if s[1] not in INFERENCE_ONLY]
-CONTIGUOUS_ONLY = {'DEKR': 'known bug: mmcv DeformConv2d (DEKR head) needs contiguous maps and this family '
-                            'returns channels-last outputs; the fix belongs in the family (strict: passes once fixed)'}
 SMALLER = {'DINO': dict(num_queries=100)}   # DINO picks its queries among the 340 tokens of a 128-pixel input
 
 REFUSED = [
@@ -117,13 +115,6 @@ def _family_backbones() -> list[str]:
                 names.append(f'{cls.ZOO_PREFIX}-{arch}')
                 break
     return names
-
-
-def _contiguous_outputs(backbone: str) -> bool:
-    from backbones._factory import _zoo
-    cls, arch = _zoo()[backbone]
-    outs = cls(arch=cls.micro_arch(arch))(torch.randn(1, 3, 64, 64))
-    return all(o.is_contiguous() for o in outs)
 
 
 def _framework(config: str) -> str:
@@ -321,15 +312,13 @@ def _small_training(train_cfg: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize('config,family,strides', TRAINED, ids=[s[1] for s in TRAINED])
-def test_swapped_stock_config_trains_one_step(config, family, strides, tmp_path, request):
+def test_swapped_stock_config_trains_one_step(config, family, strides, tmp_path):
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import DefaultScope
     from backbones.zoo import default_checkpoint, get_checkpoint
     backbones = _family_backbones()
     backbone = backbones[[s[0] for s in TRAINED].index(config) % len(backbones)]   # families in turn
     cfg, plan = _micro_config(config, backbone, tmp_path)
-    if family in CONTIGUOUS_ONLY and not _contiguous_outputs(backbone):
-        request.node.add_marker(pytest.mark.xfail(strict=True, raises=RuntimeError, reason=CONTIGUOUS_ONLY[family]))
     scope = _framework(config)
     entry = get_checkpoint(default_checkpoint(backbone))
     preprocessor = cfg.model.data_preprocessor
@@ -441,3 +430,22 @@ def test_swapped_config_trains_one_iteration_through_the_runner(tmp_path, tmp_pa
     assert runner.iter == 1
     after = runner.model.backbone.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before), 'the backbone was not updated'
+
+
+def test_heads_that_need_contiguous_maps_get_them_through_the_neck():
+    """DEKR's head runs mmcv DeformConv2d, which refuses channels-last maps: the swap wraps the neck in
+    backbones.ContiguousMaps (the stock FeatureMapProcessor inside), for every family."""
+    from backbones.swap import plan_swap
+    config = 'mmpose::body_2d_keypoint/dekr/coco/dekr_hrnet-w32_8xb10-140e_coco-512x512.py'
+    for backbone in _family_backbones():
+        plan = plan_swap(config, backbone)
+        neck = plan.model_overrides['neck']
+        assert neck['type'] == 'backbones.ContiguousMaps' and neck['_delete_'] is True
+        assert neck['neck']['type'] == 'mmpose.FeatureMapProcessor', neck
+        assert any('ContiguousMaps' in note for note in plan.notes)
+    import torch
+    from backbones.registry import ContiguousMaps
+    maps = (torch.randn(1, 8, 5, 6).contiguous(memory_format=torch.channels_last),)
+    assert not maps[0].is_contiguous()
+    out = ContiguousMaps()(maps)
+    assert out[0].is_contiguous() and torch.equal(out[0], maps[0])
