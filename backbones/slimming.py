@@ -768,7 +768,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=5)
     args = parser.parse_args(argv)
-    size = tuple(int(v) for v in args.size.lower().split('x'))
+    from .memory import parse_size     # the one HxW parser of the CLI verbs
+    size = parse_size(args.size)
     print('| variant | width | out channels | params (M) | median ms (IQR) | x width 1 |')
     print('|---|---|---|---|---|---|')
     for variant in args.variants:
