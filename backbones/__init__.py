@@ -9,8 +9,8 @@ from .weights import CheckpointError, LoadReport, convert_checkpoint, load_pretr
 from .families import focalnet, hrformer, s3, twins  # noqa: F401
 from .adapters import (AdapterError, adapter_state_dict, load_adapters, merge_adapters,  # noqa: E402
                        save_adapters)
-from .slimming import (at_width, channel_map, export_width, get_width, pad_to_full, set_width,  # noqa: E402
-                        trained_widths)
+from .slimming import (at_width, channel_map, depth_stages, export_width, get_depths, get_width,  # noqa: E402
+                       pad_to_full, set_width, trained_widths, width_groups)
 from .lowrank import LowRankConv1x1, LowRankLinear  # noqa: E402  (registers `lowrank=`)
 from . import lean as _lean  # noqa: E402,F401  (registers `lean=`)
 from .memory import predict as predict_memory  # noqa: E402

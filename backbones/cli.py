@@ -12,6 +12,8 @@
     backbones memory VARIANT --size HxW [--batch N] [--lean] [--lowrank R] [--json F]
     backbones lowrank VARIANT... [--ratios R...] [--size HxW] [--checkpoint C]
     backbones fit VARIANT --budget 256MB --size 512x512 [--allow-resize] [--out DIR]
+    backbones search CONFIG CHECKPOINT --budget latency=120ms|memory=256MB|params=10M|macs=2G --out DIR
+                     [--population 50] [--generations 20] [--evolve-space [--rounds 2]] [--seed 0]
 
 `tools/download.py`, `tools/convert.py`, `tools/publish.py` and `tools/swap_backbone.py` are thin wrappers.
 """
@@ -223,30 +225,46 @@ def cmd_swap(args: argparse.Namespace) -> int:
 
 def cmd_export_width(args: argparse.Namespace) -> int:
     """A trained slimmable model (config + checkpoint) + a width → a standalone narrow config + checkpoint."""
-    from mmengine.config import Config
-    from .slimming import export_model
     from .weights import read_checkpoint
-    cfg = Config.fromfile(args.config)
     obj = read_checkpoint(args.checkpoint, trust=args.trust)
     state = obj.get('state_dict', obj) if isinstance(obj, dict) else obj
+    export_files(args.config, state, args.width, None, args.out, f'{Path(args.config).stem}_width-{args.width:g}',
+                 Path(args.checkpoint).name)
+    return 0
+
+
+def export_files(config: str, state: dict, width, depths, out: str, stem: str, source: str,
+                 size: Optional[tuple[int, int]] = None) -> tuple[Path, Path]:
+    """`slimming.export_model` of a config's model and its state dict, written as OUT/STEM.py and a hashed
+    checkpoint beside it (the config loads it); with `size` (H, W) its val / test pipelines resize images to
+    it. Returns (config path, checkpoint path)."""
+    from mmengine.config import Config
+    from .slimming import export_model
+    cfg = Config.fromfile(config)
     state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    model_cfg, narrow_state, narrow = export_model(cfg.model.to_dict(), state, args.width)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f'{Path(args.config).stem}_width-{args.width:g}'
-    meta = dict(exported_from=Path(args.checkpoint).name, width=args.width, backbones_version=_version())
-    final, sha = _write_hashed({'state_dict': narrow_state, 'meta': meta}, str(out), stem)
+    model_cfg, narrow_state, narrow = export_model(cfg.model.to_dict(), state, width, depths)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = dict(exported_from=source, width=width, depths=list(depths) if depths else None,
+                input_size=list(size) if size else None, backbones_version=_version())
+    final, sha = _write_hashed({'state_dict': narrow_state, 'meta': meta}, str(out_dir), stem)
     cfg.model = model_cfg
-    cfg.load_from = str(final)
+    cfg.load_from = str(Path(final).resolve())
     for loop in ('val_cfg', 'test_cfg'):          # a Scala training's per-width loop → the plain one
         if str(cfg.get(loop, {}).get('type', '')).endswith('ScalaValLoop'):
             cfg[loop] = dict(type='ValLoop' if loop == 'val_cfg' else 'TestLoop')
-    config_path = out / f'{stem}.py'
+    if size is not None:
+        from .search import with_test_size
+        for loader in ('val_dataloader', 'test_dataloader'):
+            if cfg.get(loader):
+                cfg[loader].dataset.pipeline = with_test_size(cfg[loader].dataset.pipeline, size)
+    config_path = out_dir / f'{stem}.py'
     cfg.dump(str(config_path))
     params = sum(p.numel() for p in narrow.parameters())
-    _print(f'wrote {config_path} and {final} (backbone {params / 1e6:.2f} M parameters at width {args.width:g}, '
-           f'output channels {narrow.out_channels})')
-    return 0
+    shown = f'{width:g}' if isinstance(width, (int, float)) else str(width)
+    _print(f'wrote {config_path} and {final} (backbone {params / 1e6:.2f} M parameters at width {shown}'
+           + (f', depths {list(depths)}' if depths else '') + f', output channels {narrow.out_channels})')
+    return config_path, Path(final)
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
@@ -369,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('fit', help='choose rank ratios (and input size) meeting a peak-memory budget')
     lowrank.add_fit_arguments(p)
     p.set_defaults(func=lowrank.cmd_fit)
+    from . import search
+    p = sub.add_parser('search', help='evolutionary search of a slimmable supernet for the best sub-network '
+                                      'within a latency / memory / params / MACs budget')
+    search.add_arguments(p)
+    p.set_defaults(func=search.cmd_search)
     for command, text in PASSTHROUGH.items():   # listed for --help; main() dispatches them
         sub.add_parser(command, add_help=False, help=text)
     return parser

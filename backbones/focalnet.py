@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import (POSITIVE, POSITIVE_INT, DenseBackbone, Each, Number, register_backbone,
+from ._base import (POSITIVE, POSITIVE_INT, DenseBackbone, Each, Number, invalid_argument, register_backbone,
                     register_converter)
 from ._layers import (Mlp, PatchEmbed, add_residual, conv_act, drop_path_or_identity, drop_path_schedule,
                       hooked, init_linear_or_layernorm, linear, run_maybe_checkpointed)
@@ -147,14 +147,14 @@ class FocalNetStage(nn.Module):
     Returns (stage tokens before the downsample (N, H, W, C), input of the next stage).
     """
 
-    def __init__(self, dim: int, depth: int, drop_paths: Sequence[float], downsample: bool,
+    def __init__(self, dim: int, depth: int, drop_paths: Sequence[float], out_dim: Optional[int],
                  use_conv_embed: bool, with_cp: bool = False, **block_kwargs: Any):
         super().__init__()
         self.with_cp = with_cp
         self.blocks = nn.ModuleList(FocalNetBlock(dim, drop_path=drop_paths[i], **block_kwargs)
                                     for i in range(depth))
-        self.downsample = (PatchEmbed(dim, 2 * dim, 2, use_conv_embed, is_stem=False, with_norm=True)
-                           if downsample else None)
+        self.downsample = (PatchEmbed(dim, out_dim, 2, use_conv_embed, is_stem=False, with_norm=True)
+                           if out_dim else None)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         for block in self.blocks:
@@ -196,7 +196,8 @@ class FocalNet(DenseBackbone):
     OPTIONAL_MODEL_KEYS = (r'^norm\d+\.',)
     NUM_STAGES = 4
     ARG_RULES = dict(focal_levels=Each(POSITIVE_INT), focal_windows=Each(Number(1, odd=True)),
-                     layerscale_value=POSITIVE, stem_conv_padding=Number(0, integer=True))
+                     layerscale_value=POSITIVE, stem_conv_padding=Number(0, integer=True),
+                     embed_dim=Each(POSITIVE_INT, scalar_ok=True))
 
     def __init__(self, arch: str | dict = 'tiny-srf', *, out_indices: Optional[Sequence[int]] = None,
                  out_norm: bool = True, drop_path_rate: float = 0.2, frozen_stages: int = -1,
@@ -213,7 +214,11 @@ class FocalNet(DenseBackbone):
                          with_cp=with_cp, init_cfg=init_cfg, in_channels=cfg['in_chans'])
         self.arch_cfg = cfg
         self.out_norm = out_norm
-        dims = [cfg['embed_dim'] * 2 ** i for i in range(num_stages)]
+        dims = cfg['embed_dim']     # one number (stage i: embed_dim·2^i) or one width per stage
+        dims = [int(dims) * 2 ** i for i in range(num_stages)] if isinstance(dims, int) else [int(d) for d in dims]
+        if len(dims) != num_stages:
+            raise invalid_argument('FocalNet', "arch['embed_dim']", cfg['embed_dim'],
+                                   f'one width per stage ({num_stages} stages) or one number')
         self.num_features = dims
         self.patch_embed = PatchEmbed(cfg['in_chans'], dims[0], cfg['patch_size'], cfg['use_conv_embed'],
                                       is_stem=True, with_norm=cfg['patch_norm'],
@@ -221,7 +226,7 @@ class FocalNet(DenseBackbone):
         self.pos_drop = nn.Dropout(cfg['drop_rate'])
         schedule = drop_path_schedule(drop_path_rate, depths)
         self.layers = nn.ModuleList(
-            FocalNetStage(dims[i], depths[i], schedule[i], downsample=i < num_stages - 1,
+            FocalNetStage(dims[i], depths[i], schedule[i], out_dim=dims[i + 1] if i < num_stages - 1 else None,
                           use_conv_embed=cfg['use_conv_embed'], with_cp=with_cp,
                           focal_window=cfg['focal_windows'][i], focal_level=cfg['focal_levels'][i],
                           mlp_ratio=cfg['mlp_ratio'], drop=cfg['drop_rate'],
@@ -259,13 +264,12 @@ class FocalNet(DenseBackbone):
         return self._pyramid_stage_modules(stage)
 
     def slimming_spec(self) -> dict[str, Any]:
-        """Channel groups for `slimmable=` (see `backbones.slimming`): stage i has embed_dim·2^i channels
-        (one free count, so that a narrow model is an arch with a smaller `embed_dim`), MLP hidden
-        int(C·mlp_ratio); `modulation.f` emits query (C), context (C) and focal_level+1 gates (kept)."""
-        groups: dict[str, dict] = {'s0': dict(channels=self.num_features[0], arch=[('embed_dim',)])}
-        for i in range(1, len(self.layers)):
-            groups[f's{i}'] = dict(of='s0', factor=2 ** i)
+        """Channel groups for `slimmable=` (see `backbones.slimming`): one free count per stage (a narrow
+        model's arch lists `embed_dim` per stage), MLP hidden int(C·mlp_ratio); `modulation.f` emits query
+        (C), context (C) and focal_level+1 gates (kept). Depth: trailing blocks of a stage can be dropped."""
+        groups: dict[str, dict] = {}
         for i in range(len(self.layers)):
+            groups[f's{i}'] = dict(channels=self.num_features[i], arch=[('embed_dim', i)])
             groups[f's{i}.mlp'] = dict(of=f's{i}', factor=self.arch_cfg['mlp_ratio'])
         tensors: dict[str, Any] = {'patch_embed.proj': ('s0', None)}
         if self.patch_embed.norm is not None:
@@ -287,7 +291,8 @@ class FocalNet(DenseBackbone):
                 tensors[f'layers.{i}.downsample.norm'] = f's{i + 1}'
         if self.out_norm:
             tensors.update({f'norm{i}': f's{i}' for i in self.out_indices})
-        return dict(groups=groups, tensors=tensors, outputs=[f's{i}' for i in self.out_indices])
+        return dict(groups=groups, tensors=tensors, outputs=[f's{i}' for i in self.out_indices],
+                    depths=[dict(blocks=f'layers.{i}.blocks', arch=('depths', i)) for i in range(len(self.layers))])
 
     def reset_parameters_official(self) -> None:
         """Official init: Linear trunc_normal(std .02) / bias 0, LayerNorm 1/0, convs PyTorch default,

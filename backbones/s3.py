@@ -343,12 +343,12 @@ class S3(DenseBackbone):
     ARG_RULES = dict(img_size=Each(POSITIVE_INT, scalar_ok=True), embed_dim=Each(POSITIVE_INT, scalar_ok=True),
                      num_heads=_PER_BLOCK_INT, window_size=_PER_BLOCK_INT,
                      mlp_ratio=Each(Each(POSITIVE, scalar_ok=True), scalar_ok=True), qk_scale=POSITIVE,
-                     head_dim=POSITIVE_INT)
+                     head_dim=Each(POSITIVE_INT, scalar_ok=True))
 
     def __init__(self, arch: str | dict = 'tiny', *, out_indices: Optional[Sequence[int]] = None,
                  out_norm: bool = True, drop_path_rate: Optional[float] = None, frozen_stages: int = -1,
                  norm_eval: bool = False, with_cp: bool = False, init_cfg: Optional[dict] = None,
-                 head_dim: int = HEAD_DIM):
+                 head_dim: int | Sequence[int] = HEAD_DIM):
         cfg = self.resolve_arch(arch)
         depths = [int(d) for d in cfg['depths']]
         num_stages = len(depths)
@@ -365,11 +365,14 @@ class S3(DenseBackbone):
         heads = _per_block(cfg['num_heads'], depths, 'num_heads')
         windows = _per_block(cfg['window_size'], depths, 'window_size')
         ratios = _per_block(cfg['mlp_ratio'], depths, 'mlp_ratio')
+        head_dims = [int(head_dim)] * num_stages if isinstance(head_dim, int) else [int(d) for d in head_dim]
+        if len(head_dims) != num_stages:
+            raise invalid_argument('S3', 'head_dim', head_dim, f'one number or one per stage ({num_stages})')
         for i, (dim, stage_heads) in enumerate(zip(dims, heads)):
-            if any(dim != head_dim * h for h in stage_heads):
+            if any(dim != head_dims[i] * h for h in stage_heads):
                 raise invalid_argument('S3', "arch['num_heads']", cfg['num_heads'],
-                                       f'{head_dim}·heads = width in every block (head dim fixed at {head_dim} '
-                                       'as in the official code)', f' (stage {i} has width {dim})')
+                                       f'{head_dims[i]}·heads = width in every block (head dim fixed at '
+                                       f'{head_dims[i]} as in the official code)', f' (stage {i} has width {dim})')
         if drop_path_rate is None:
             drop_path_rate = cfg['drop_path_rate']
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
@@ -395,7 +398,7 @@ class S3(DenseBackbone):
             self.block_windows.append(stage_windows)
             blocks = [S3Block(dims[i], int(heads[i][j]), stage_windows[j], stage_windows[j] // 2 if j % 2 else 0,
                               float(ratios[i][j]), cfg['qkv_bias'], cfg['qk_scale'], cfg['drop_rate'],
-                              cfg['attn_drop_rate'], schedule[i][j], head_dim)
+                              cfg['attn_drop_rate'], schedule[i][j], head_dims[i])
                       for j in range(depths[i])]
             out_dim = dims[i + 1] if i < num_stages - 1 else None
             self.layers.append(S3Stage(blocks, dims[i], out_dim, self.with_cp))
@@ -427,12 +430,11 @@ class S3(DenseBackbone):
 
     def slimming_spec(self) -> dict[str, Any]:
         """Channel groups for `slimmable=` (see `backbones.slimming`): one free count per stage (a
-        multiple of its heads; one `embed_dim` scaled by 2^i when the arch gives a single number), MLP
+        multiple of its heads; a narrow arch lists `embed_dim` per stage), MLP
         hidden int(C·ratio) per block, q/k/v and the projection input per head, PatchMerging's LN and
-        reduction input as four neighbours' channels. A narrow model has head dim C/heads (`head_dim`);
+        reduction input as four neighbours' channels. A narrow model has head dim C/heads (`head_dim`, per stage);
         its softmax scale stays the official 32^-½."""
         cfg, dims = self.arch_cfg, self.num_features
-        single = isinstance(cfg['embed_dim'], int)
         groups: dict[str, dict] = {}
         tensors: dict[str, Any] = {'patch_embed.proj': ('s0', None)}
         if self.patch_embed.norm is not None:
@@ -440,11 +442,7 @@ class S3(DenseBackbone):
         ratios = _per_block(cfg['mlp_ratio'], [len(stage.blocks) for stage in self.layers], 'mlp_ratio')
         for i, stage in enumerate(self.layers):
             s, heads = f's{i}', stage.blocks[0].attn.num_heads
-            if single and i:
-                groups[s] = dict(of='s0', factor=2 ** i)
-            else:
-                groups[s] = dict(channels=dims[i], multiple=heads,
-                                 arch=[('embed_dim',) if single else ('embed_dim', i)])
+            groups[s] = dict(channels=dims[i], multiple=heads, arch=[('embed_dim', i)])
             groups[s + '.h'] = dict(of=s, heads=heads)
             for j, block in enumerate(stage.blocks):
                 p, mlp = f'layers.{i}.blocks.{j}.', f'{s}.mlp{float(ratios[i][j])}'
@@ -457,7 +455,8 @@ class S3(DenseBackbone):
         if self.out_norm:
             tensors.update({f'norm{i}': f's{i}' for i in self.out_indices})
         return dict(groups=groups, tensors=tensors, head_dim_key=('kwargs', 'head_dim'),
-                    outputs=[f's{i}' for i in self.out_indices])
+                    outputs=[f's{i}' for i in self.out_indices],
+                    depths=[dict(blocks=f'layers.{i}.blocks', arch=('depths', i)) for i in range(len(self.layers))])
 
     def reset_parameters_official(self) -> None:
         """Official init: Linear trunc_normal(.02) / bias 0, LayerNorm 1/0, tables trunc_normal(.02),

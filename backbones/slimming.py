@@ -53,7 +53,7 @@ from torch import nn
 
 from ._base import DenseBackbone, invalid_argument, register_mechanism
 
-__all__ = ['set_width', 'get_width', 'at_width', 'trained_widths', 'export_width', 'export_model', 'channel_map',
+__all__ = ['set_width', 'get_width', 'get_depths', 'width_groups', 'depth_stages', 'at_width', 'trained_widths', 'export_width', 'export_model', 'channel_map',
            'pad_to_full', 'scala_widths', 'is_slimmable', 'distillation_loss', 'SLIMMABLE_DEFAULTS']
 
 SLIMMABLE_DEFAULTS: dict[str, Any] = dict(min_width=0.25, step=1 / 16, widths=None, off_grid=False)
@@ -99,17 +99,30 @@ class _Entry:
 
 
 class _Width:
-    """An active width: channel counts per group, Isolated Activation side, BN statistics row."""
+    """An active sub-network: a width ratio per free group (uniform or per stage / branch), the channel
+    counts that follow, the Isolated Activation side and BN statistics row per group, and the depth kept
+    per depth stage (None: every block)."""
 
-    def __init__(self, plan: '_Plan', ratio: float):
-        self.ratio = ratio
-        self.front = ratio == 1.0 or abs(ratio - plan.widths[0]) < _EPS
-        self.row = plan.bn_rows.get(ratio)
+    def __init__(self, plan: '_Plan', ratio: 'float | dict[str, float]', depths: Optional[tuple] = None):
+        free = [g.name for g in plan.groups.values() if g.of is None]
+        ratios = {name: float(ratio) for name in free} if not isinstance(ratio, dict) else dict(ratio)
+        uniform = len(set(ratios.values())) == 1
+        self.ratio: 'float | dict[str, float]' = next(iter(ratios.values())) if uniform else ratios
+        self.depths = None if depths is None or all(d is None or d == full for d, full in
+                                                    zip(depths, plan.full_depths)) else tuple(depths)
+        self.full = uniform and self.ratio == 1.0 and self.depths is None
         self.counts: dict[str, int] = {}
+        self.front: dict[str, bool] = {}
+        self.rows: dict[str, Optional[int]] = {}
+        roots: dict[str, str] = {}          # group → the free group it derives from
         for g in plan.groups.values():      # declaration order: `of` groups come after their source
+            root = roots[g.name] = g.name if g.of is None else roots[g.of]
+            r = ratios[root]
+            self.front[g.name] = r == 1.0 or abs(r - plan.widths[0]) < _EPS
+            self.rows[g.name] = plan.bn_rows.get(r)
             if g.of is None:
                 units = g.channels // g.multiple
-                self.counts[g.name] = g.multiple * min(units, max(1, _round_half_up(ratio * units)))
+                self.counts[g.name] = g.multiple * min(units, max(1, _round_half_up(r * units)))
             elif g.heads:
                 self.counts[g.name] = self.counts[g.of]
             else:
@@ -130,9 +143,10 @@ class _Width:
                 continue
             g = self._plan.groups[seg]
             c = self.counts[seg]
+            front = self.front[seg]
             blocks, size, keep = (g.heads, g.channels // g.heads, c // g.heads) if g.heads else (1, g.channels, c)
             for b in range(blocks):
-                start = offset + b * size + (0 if self.front else size - keep)
+                start = offset + b * size + (0 if front else size - keep)
                 out.append((start, start + keep))
             offset += g.channels
         merged: list[Range] = []
@@ -146,8 +160,16 @@ class _Width:
         self._cache[dim_layout] = merged
         return merged
 
+    def row(self, layout: tuple) -> Optional[int]:
+        """BN statistics row of a norm whose statistics have `layout` (None: the full width's own)."""
+        return self.rows[next(seg for seg in layout[0] if isinstance(seg, str))]
+
     def count(self, dim_layout) -> int:
         return sum(b - a for a, b in self.ranges(dim_layout))
+
+    def kept_depth(self, stage: int) -> int:
+        return self._plan.full_depths[stage] if self.depths is None or self.depths[stage] is None \
+            else self.depths[stage]
 
 
 def _select(t: torch.Tensor, layout: tuple, width: _Width) -> torch.Tensor:
@@ -246,6 +268,14 @@ class _Plan:
         self.scale_key = spec.get('scale_key')
         self.head_dim_key = spec.get('head_dim_key')
         self.outputs = [_dim_layout(o, 'outputs') for o in spec['outputs']]
+        self.depth_stages: list[tuple[str, tuple, nn.ModuleList]] = []
+        for k, d in enumerate(spec.get('depths', ())):
+            blocks = model.get_submodule(d['blocks'])
+            if not isinstance(blocks, nn.ModuleList) or not len(blocks):
+                raise ValueError(f'{owner}.slimming_spec: depths[{k}] {d["blocks"]!r} is not a non-empty ModuleList')
+            self.depth_stages.append((d['blocks'], tuple(d['arch']), blocks))
+        self.full_depths = [len(blocks) for _, _, blocks in self.depth_stages]
+        self.free = [g.name for g in self.groups.values() if g.of is None]
         self.bn_rows = {r: i for i, r in enumerate(w for w in widths if w != 1.0)}
         self._check_shapes(model)
         if off_grid and any(e.bn for e in self.entries):
@@ -286,6 +316,7 @@ class _SlimState:
         self.cfg = cfg
         self.width = _Width(plan, 1.0)
         self.handles: list = []
+        self.saved_blocks: list = []
 
 
 def _enter(entry: _Entry, state: _SlimState, module: nn.Module, args: tuple) -> None:
@@ -295,12 +326,17 @@ def _enter(entry: _Entry, state: _SlimState, module: nn.Module, args: tuple) -> 
         store = module._parameters if name in module._parameters else module._buffers
         saved.append((store, name, store[name]))
         store[name] = _select(store[name], layout, width)
-    if entry.bn is not None and module.running_mean is not None:
+    row = width.row(entry.bn) if entry.bn is not None and module.running_mean is not None else None
+    if row is not None:
         for name in _BN_STATS:
             saved.append((module._buffers, name, module._buffers[name]))
-            module._buffers[name] = _select(module._buffers[f'slim_{name}'][width.row], entry.bn, width)
+            module._buffers[name] = _select(module._buffers[f'slim_{name}'][row], entry.bn, width)
         saved.append((module._buffers, 'num_batches_tracked', module._buffers['num_batches_tracked']))
-        module._buffers['num_batches_tracked'] = module._buffers['slim_num_batches_tracked'][width.row]
+        module._buffers['num_batches_tracked'] = module._buffers['slim_num_batches_tracked'][row]
+    elif entry.bn is not None and module.running_mean is not None:     # a group at width 1: its own statistics
+        for name in _BN_STATS:
+            saved.append((module._buffers, name, module._buffers[name]))
+            module._buffers[name] = _select(module._buffers[name], entry.bn, width)
     attrs = []
     if entry.norm_shape is not None:
         attrs.append(('normalized_shape', (width.count(entry.norm_shape),)))
@@ -325,19 +361,46 @@ def _exit(entry: _Entry, module: nn.Module, args: tuple, output: Any) -> None:
 
 
 def _pad_outputs(state: _SlimState, model: nn.Module, args: tuple, outputs: Any) -> Any:
+    _restore_depths(state)
     return pad_to_full(outputs, _channel_map(state, state.width))
+
+
+def _truncate_depths(state: _SlimState, model: nn.Module, args: tuple) -> None:
+    """For one forward: each depth stage's ModuleList holds only its first kept blocks (the stage's own
+    loop then runs those; the parameters of the others stay in the model, untouched)."""
+    if state.width.depths is None or state.saved_blocks:
+        return
+    for k, (_, _, blocks) in enumerate(state.plan.depth_stages):
+        keep = state.width.kept_depth(k)
+        if keep < len(blocks):
+            state.saved_blocks.append((blocks, blocks._modules))
+            blocks._modules = type(blocks._modules)(list(blocks._modules.items())[:keep])
+
+
+def _restore_depths(state: _SlimState) -> None:
+    while state.saved_blocks:
+        blocks, modules = state.saved_blocks.pop()
+        blocks._modules = modules
+
+
+def _restore_depths_hook(state: _SlimState, model: nn.Module, args: tuple, outputs: Any) -> None:
+    _restore_depths(state)
 
 
 def _install(model: DenseBackbone, state: _SlimState) -> None:
     for handle in state.handles:
         handle.remove()
     state.handles = []
-    if state.width.ratio == 1.0:
+    if state.width.full:
         return
-    for e in state.plan.entries:
-        state.handles.append(e.module.register_forward_pre_hook(functools.partial(_enter, e, state)))
-        state.handles.append(e.module.register_forward_hook(functools.partial(_exit, e), always_call=True))
+    state.handles.append(model.register_forward_pre_hook(functools.partial(_truncate_depths, state)))
+    if state.width.ratio != 1.0:
+        for e in state.plan.entries:
+            state.handles.append(e.module.register_forward_pre_hook(functools.partial(_enter, e, state)))
+            state.handles.append(e.module.register_forward_hook(functools.partial(_exit, e), always_call=True))
     state.handles.append(model.register_forward_hook(functools.partial(_pad_outputs, state)))
+    state.handles.append(model.register_forward_hook(functools.partial(_restore_depths_hook, state),
+                                                     always_call=True))
 
 
 def _state(model: nn.Module, what: str = 'set_width') -> _SlimState:
@@ -348,18 +411,51 @@ def _state(model: nn.Module, what: str = 'set_width') -> _SlimState:
     return state
 
 
-def _check_width(state: _SlimState, ratio: Any, what: str = 'set_width') -> float:
+def _check_ratio(state: _SlimState, ratio: Any, what: str, name: str = 'width') -> float:
     grid = state.plan.widths
     shown = ', '.join(f'{w:g}' for w in grid)
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-        raise invalid_argument(what, 'width', ratio, f'a number in (0, 1]; trained widths: {shown}')
+        raise invalid_argument(what, name, ratio, f'a number in (0, 1]; trained widths: {shown}')
     for w in grid:
         if abs(ratio - w) < _EPS:
             return w
     if state.plan.off_grid and grid[0] <= ratio <= 1:
         return float(ratio)
-    raise invalid_argument(what, 'width', ratio, f'one of the trained widths {shown}',
+    raise invalid_argument(what, name, ratio, f'one of the trained widths {shown}',
                            ' (off the trained grid)' if not state.plan.off_grid else ' (below the smallest width)')
+
+
+def _check_width(state: _SlimState, width: Any, what: str = 'set_width') -> 'float | dict[str, float]':
+    """A width: one ratio, or one per free group (`width_groups`) as a dict or a sequence in that order."""
+    free = state.plan.free
+    if isinstance(width, dict):
+        unknown = sorted(set(width) - set(free))
+        if unknown:
+            raise invalid_argument(what, 'width', width, f'a dict over the width groups {free}',
+                                   f' (unknown groups {unknown})')
+        ratios = {g: _check_ratio(state, width.get(g, 1.0), what, f'width[{g!r}]') for g in free}
+    elif isinstance(width, (list, tuple)):
+        if len(width) != len(free):
+            raise invalid_argument(what, 'width', width, f'one ratio per width group {free} ({len(free)})')
+        ratios = {g: _check_ratio(state, r, what, f'width[{i}]') for i, (g, r) in enumerate(zip(free, width))}
+    else:
+        return _check_ratio(state, width, what)
+    values = set(ratios.values())
+    return values.pop() if len(values) == 1 else ratios
+
+
+def _check_depths(state: _SlimState, depths: Any, what: str = 'set_width') -> Optional[tuple]:
+    """None (every block) or one kept depth per depth stage (`depth_stages`), 1 ≤ d ≤ the stage's depth."""
+    if depths is None:
+        return None
+    full = state.plan.full_depths
+    if not full:
+        raise invalid_argument(what, 'depths', depths, 'None: this family declares no droppable blocks')
+    if (not isinstance(depths, (list, tuple)) or len(depths) != len(full)
+            or any(d is not None and (isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= f)
+                   for d, f in zip(depths, full))):
+        raise invalid_argument(what, 'depths', depths, f'one block count per stage, 1 ≤ d ≤ {full}')
+    return tuple(f if d is None else int(d) for d, f in zip(depths, full))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -435,40 +531,63 @@ def trained_widths(model: nn.Module) -> list[float]:
     return list(_state(model, 'trained_widths').plan.widths)
 
 
-def get_width(model: nn.Module) -> float:
+def width_groups(model: nn.Module) -> list[str]:
+    """The free channel groups a per-group width names, in order (per stage; per branch in HRFormer)."""
+    return list(_state(model, 'width_groups').plan.free)
+
+
+def depth_stages(model: nn.Module) -> list[int]:
+    """Full block count of each stage whose trailing blocks can be dropped (`depths=`); [] if none."""
+    return list(_state(model, 'depth_stages').plan.full_depths)
+
+
+def get_width(model: nn.Module) -> 'float | dict[str, float]':
+    """The active width: one ratio, or a dict over `width_groups` when they differ."""
     return _state(model, 'get_width').width.ratio
 
 
-def set_width(model: nn.Module, width: float) -> float:
-    """Run `model` (built with `slimmable=`) at `width` from now on; returns the width set.
+def get_depths(model: nn.Module) -> Optional[tuple]:
+    """The active kept depth per depth stage, or None (every block)."""
+    return _state(model, 'get_depths').width.depths
 
-    1.0 restores the ordinary backbone exactly (no hooks). Raises for widths outside (0, 1] or off the
-    trained grid (unless the model was built with `off_grid=True` and has no BatchNorm)."""
+
+def set_width(model: nn.Module, width: 'float | dict | Sequence[float]', depths: Optional[Sequence[int]] = None
+              ) -> 'float | dict[str, float]':
+    """Run `model` (built with `slimmable=`) as a sub-network from now on; returns the width set.
+
+    `width`: one ratio, or one per width group (`width_groups(model)`: a dict, or a sequence in that order),
+    each a trained width. `depths`: None (every block) or the number of leading blocks each depth stage
+    keeps (`depth_stages(model)`). Width 1 with every block restores the ordinary backbone exactly (no
+    hooks). Raises for widths outside (0, 1] or off the trained grid (unless the model was built with
+    `off_grid=True` and has no BatchNorm), and for depths outside 1..the stage's depth."""
     state = _state(model)
     ratio = _check_width(state, width)
-    if ratio != 1.0:
+    kept = _check_depths(state, depths)
+    if ratio != 1.0 or kept is not None:
         from .adapters import has_adapters
         if has_adapters(model):
             raise NotImplementedError(f'{type(model).__name__}: adapter= modules are not slimmable; run it at '
                                       'width 1, or merge the adapters (backbones.merge_adapters) first')
-    if ratio != state.width.ratio:
-        state.width = _Width(state.plan, ratio)
+    new = _Width(state.plan, ratio, kept)
+    if new.ratio != state.width.ratio or new.depths != state.width.depths:
+        state.width = new
         _install(model, state)
     return ratio
 
 
 @contextlib.contextmanager
-def at_width(model: nn.Module, width: float) -> Iterator[nn.Module]:
-    """`with at_width(model, 0.5): outs = model(x)`; the previous width is restored on exit."""
-    previous = get_width(model)
-    set_width(model, width)
+def at_width(model: nn.Module, width: 'float | dict | Sequence[float]', depths: Optional[Sequence[int]] = None
+             ) -> Iterator[nn.Module]:
+    """`with at_width(model, 0.5): outs = model(x)`; the previous width and depths are restored on exit."""
+    previous, previous_depths = get_width(model), get_depths(model)
+    set_width(model, width, depths)
     try:
         yield model
     finally:
-        set_width(model, previous)
+        set_width(model, previous, previous_depths)
 
 
-def channel_map(model: nn.Module, width: float) -> list[tuple[int, list[Range]]]:
+def channel_map(model: nn.Module, width: 'float | dict | Sequence[float]') -> list[tuple[int, list[Range]]]:
     """Per output: (full channels, kept [start, stop) ranges) at `width` — where a narrow output's channels
     sit in the full-width output (also what a neck's input weights are sliced by)."""
     state = _state(model, 'channel_map')
@@ -510,22 +629,35 @@ def scala_widths(model: nn.Module, rng: Optional[random.Random] = None) -> list[
     return steps + ([low] if low < 1 else [])
 
 
-def export_width(model: DenseBackbone, width: float) -> DenseBackbone:
-    """A natively narrow backbone of `model`'s class at `width` (a trained width): smaller arch, the
-    sliced weights and that width's BN statistics; its outputs equal `model`'s at that width with the
+def export_width(model: DenseBackbone, width: 'float | dict | Sequence[float]',
+                 depths: Optional[Sequence[int]] = None) -> DenseBackbone:
+    """A natively narrow backbone of `model`'s class for the sub-network (`width`, `depths`) as `set_width`
+    takes them: smaller arch (per-stage widths and depths where they differ), the sliced weights of the
+    kept blocks and that width's BN statistics; its outputs equal `model`'s at that sub-network with the
     zero channels removed (`pad_to_full(narrow(x), channel_map(model, width))` equals them)."""
     state = _state(model, 'export_width')
     plan = state.plan
     ratio = _check_width(state, width, 'export_width')
-    w = _Width(plan, ratio)
+    kept = _check_depths(state, depths, 'export_width')
+    w = _Width(plan, ratio, kept)
     kwargs = copy.deepcopy(getattr(model, '_init_arguments', None))
     if kwargs is None:
         raise RuntimeError(f'{type(model).__name__}: constructor arguments were not recorded; cannot export')
     arch = copy.deepcopy(model.arch_cfg)
+    expanded: dict[str, tuple] = {}
     for g in plan.groups.values():
         for path in g.arch:
+            if _expand_scalar(arch, path, plan):
+                expanded[path[0]] = (model.arch_cfg[path[0]], list(arch[path[0]]))
             _write(arch, path, w.counts[g.name])
-        kwargs.update({key: w.counts[g.name] for key in g.kwargs if ratio != 1.0})
+        kwargs.update({key: w.counts[g.name] for key in g.kwargs if w.counts[g.name] != g.channels})
+    for key, (scalar, full) in expanded.items():     # still one number's rule (uniform width): one number
+        new = arch[key]
+        if full[0] == scalar and all(n * full[0] == new[0] * f for n, f in zip(new, full)):
+            arch[key] = new[0]
+    for k, (_, path, _) in enumerate(plan.depth_stages):
+        if w.kept_depth(k) != plan.full_depths[k]:
+            _write(arch, path, w.kept_depth(k))
     kwargs.update(arch=arch, init_cfg=None)
     scales = {e.scale for e in plan.entries if e.scale is not None}
     if ratio != 1.0 and scales:
@@ -535,16 +667,16 @@ def export_width(model: DenseBackbone, width: float) -> DenseBackbone:
         where, key = plan.scale_key
         (arch if where == 'arch' else kwargs)[key] = scales.pop()
     if plan.head_dim_key is not None:       # a family whose head dim is an argument (not width / heads)
-        head_dims = {w.counts[g.name] // g.heads for g in plan.groups.values() if g.heads}
-        if len(head_dims) != 1:
-            raise ValueError(f'{type(model).__name__}: the narrow head dims differ between stages '
-                             f'({sorted(head_dims)}); a narrow model takes one head dim')
+        head_dims = [w.counts[g.name] // g.heads for g in plan.groups.values() if g.heads]
         where, key = plan.head_dim_key
-        (arch if where == 'arch' else kwargs)[key] = head_dims.pop()
+        (arch if where == 'arch' else kwargs)[key] = head_dims[0] if len(set(head_dims)) == 1 else head_dims
     reference = next(model.parameters())
     narrow = type(model)(**kwargs).to(device=reference.device, dtype=reference.dtype)
     own = narrow.state_dict()
     sliced = _sliced_state_dict(model, state, w)
+    for k, (path, _, _) in enumerate(plan.depth_stages):       # the dropped blocks' tensors
+        dropped = tuple(f'{path}.{j}.' for j in range(w.kept_depth(k), plan.full_depths[k]))
+        sliced = {key: v for key, v in sliced.items() if not key.startswith(dropped)}
     problems = [f'{k}: {tuple(sliced[k].shape)} vs {tuple(v.shape)}' for k, v in own.items()
                 if k in sliced and sliced[k].shape != v.shape]
     missing, extra = sorted(set(own) - set(sliced)), sorted(set(sliced) - set(own))
@@ -557,9 +689,22 @@ def export_width(model: DenseBackbone, width: float) -> DenseBackbone:
     return narrow
 
 
+def _expand_scalar(arch: dict, path: tuple, plan: _Plan) -> bool:
+    """A per-stage arch path (key, i) over a scalar (FocalNet's / S3's one `embed_dim`): the scalar becomes
+    the list of full-width counts of the groups written there, so that one entry can change (True). The
+    export folds a list that stays proportional to those counts back into one number."""
+    if len(path) != 2 or not isinstance(path[1], int) or isinstance(arch.get(path[0]), (list, tuple)):
+        return False
+    full = {p[1]: g.channels for g in plan.groups.values() for p in g.arch if len(p) == 2 and p[0] == path[0]}
+    arch[path[0]] = [full[i] for i in range(len(full))]
+    return True
+
+
 def _write(arch: dict, path: tuple, value: int) -> None:
     target = arch
     for key in path[:-1]:
+        if isinstance(target[key], tuple):
+            target[key] = list(target[key])
         target = target[key]
     target[path[-1]] = value
 
@@ -572,55 +717,163 @@ def _sliced_state_dict(model: nn.Module, state: _SlimState, width: _Width) -> di
         for name, layout in e.tensors:
             out[prefix + name] = _select(getattr(e.module, name).detach(), layout, width).clone()
         if e.bn is not None and e.module.running_mean is not None:
+            row = width.row(e.bn)
             for name in _BN_STATS:
-                source = (getattr(e.module, name) if width.row is None
-                          else e.module._buffers[f'slim_{name}'][width.row])
+                source = getattr(e.module, name) if row is None else e.module._buffers[f'slim_{name}'][row]
                 out[prefix + name] = _select(source.detach(), e.bn, width).clone()
-            if width.row is not None:
-                out[prefix + 'num_batches_tracked'] = e.module.slim_num_batches_tracked[width.row].clone()
+            if row is not None:
+                out[prefix + 'num_batches_tracked'] = e.module.slim_num_batches_tracked[row].clone()
     return out
 
 
 # ---------------------------------------------------------------------------------------------------
 # a trained detector / segmenter / pose model → a standalone narrow one (`backbones export-width`)
 # ---------------------------------------------------------------------------------------------------
-def _fpn_inputs(cfg: dict, prefix: str, state: dict, outputs: int) -> list[tuple[str, int, list[int]]]:
+# A consumer is a module reading the backbone outputs (a neck; without one, every head). Its entry in
+# INPUT_CONSUMERS takes (its config, its state-dict prefix, the full state dict, the narrow channel count of
+# every backbone output), writes the narrow `in_channels` (and what follows from it) into the config and
+# returns its input slices: (weight key, input dim, backbone outputs concatenated in that order, trailing
+# channels after them that do not come from the backbone and are kept).
+Slice = tuple[str, int, list[int], int]
+
+
+def _fpn_inputs(cfg: dict, prefix: str, state: dict, counts: list[int]) -> list[Slice]:
     """mmdet/mmseg FPN: lateral conv k reads output start_level + k; an 'on_input' extra conv the last."""
+    outputs = len(counts)
     start, end = cfg.get('start_level', 0), cfg.get('end_level', -1)
     stop = outputs if end == -1 else end + 1
-    found = [(f'{prefix}lateral_convs.{i - start}.conv.weight', 1, [i]) for i in range(start, stop)]
+    found = [(f'{prefix}lateral_convs.{i - start}.conv.weight', 1, [i], 0) for i in range(start, stop)]
     if cfg.get('add_extra_convs', False) in (True, 'on_input'):
-        found.append((f'{prefix}fpn_convs.{stop - start}.conv.weight', 1, [stop - 1]))
+        found.append((f'{prefix}fpn_convs.{stop - start}.conv.weight', 1, [stop - 1], 0))
+    cfg['in_channels'] = list(counts)
     return found
 
 
-def _hrfpn_inputs(cfg: dict, prefix: str, state: dict, outputs: int) -> list[tuple[str, int, list[int]]]:
+def _hrfpn_inputs(cfg: dict, prefix: str, state: dict, counts: list[int]) -> list[Slice]:
     """mmdet HRFPN: every output resized and concatenated into `reduction_conv`."""
-    return [(f'{prefix}reduction_conv.conv.weight', 1, list(range(outputs)))]
+    cfg['in_channels'] = list(counts)
+    return [(f'{prefix}reduction_conv.conv.weight', 1, list(range(len(counts))), 0)]
 
 
-def _heatmap_head_inputs(cfg: dict, prefix: str, state: dict, outputs: int) -> list[tuple[str, int, list[int]]]:
+def _heatmap_head_inputs(cfg: dict, prefix: str, state: dict, counts: list[int]) -> list[Slice]:
     """mmpose HeatmapHead reads the last output with its first layer: a deconvolution (weight dim 0 is the
     input), a convolution or the final 1×1 convolution (dim 1)."""
+    cfg['in_channels'] = counts[-1]
     for key, dim in (('deconv_layers.0.weight', 0), ('conv_layers.0.weight', 1), ('final_layer.weight', 1)):
         if prefix + key in state:
-            return [(prefix + key, dim, [outputs - 1])]
+            return [(prefix + key, dim, [len(counts) - 1], 0)]
     raise KeyError(f'HeatmapHead: none of deconv_layers.0 / conv_layers.0 / final_layer under {prefix!r}')
+
+
+def _seg_selection(cfg: dict, counts: list[int], kind: str, transform: Optional[str] = None
+                   ) -> tuple[list[int], Optional[str]]:
+    """An mmseg decode head's selected backbone outputs (`in_index`, negative counted from the end) and its
+    `input_transform` (None: one output; 'resize_concat': the selected outputs concatenated into one input;
+    'multiple_select': a list of inputs); writes the narrow `in_channels` in the shape the head takes."""
+    transform = cfg.get('input_transform', None) if transform is None else transform
+    index = cfg.get('in_index', -1)
+    if transform is None:
+        if not isinstance(index, int):
+            raise ValueError(f'export-width: {kind} in_index={index!r} needs an input_transform')
+        selected = [index % len(counts)]
+        cfg['in_channels'] = counts[selected[0]]
+    elif transform in ('resize_concat', 'multiple_select'):
+        selected = [i % len(counts) for i in ([index] if isinstance(index, int) else index)]
+        cfg['in_channels'] = [counts[i] for i in selected]
+    else:
+        raise NotImplementedError(f'export-width: {kind} input_transform={transform!r}')
+    return selected, transform
+
+
+def _fcn_head_inputs(cfg: dict, prefix: str, state: dict, counts: list[int]) -> list[Slice]:
+    """mmseg FCNHead: `convs.0` reads the (transformed) input; with concat_input `conv_cat` reads
+    [input, conv output]; with num_convs=0 the classifier `conv_seg` reads the input (channels = in_channels)."""
+    selected, transform = _seg_selection(cfg, counts, 'FCNHead')
+    if transform == 'multiple_select':
+        raise NotImplementedError("export-width: FCNHead with input_transform='multiple_select'")
+    found = []
+    if prefix + 'convs.0.conv.weight' in state:
+        found.append((prefix + 'convs.0.conv.weight', 1, selected, 0))
+        if prefix + 'conv_cat.conv.weight' in state:
+            found.append((prefix + 'conv_cat.conv.weight', 1, selected, int(cfg.get('channels'))))
+        return found
+    if prefix + 'conv_cat.conv.weight' in state:
+        raise NotImplementedError('export-width: FCNHead with num_convs=0 and concat_input: its conv_cat '
+                                  'output width is the input width')
+    cfg['channels'] = sum(counts[i] for i in selected)
+    return [(prefix + 'conv_seg.weight', 1, selected, 0)]
+
+
+def _uper_head_inputs(cfg: dict, prefix: str, state: dict, counts: list[int]) -> list[Slice]:
+    """mmseg UPerHead (always 'multiple_select'): lateral conv k reads selected output k (all but the last);
+    the pyramid pooling convs and the `bottleneck` ([last output, pooled maps]) read the last."""
+    selected, _ = _seg_selection(cfg, counts, 'UPerHead', 'multiple_select')
+    found = [(f'{prefix}lateral_convs.{k}.conv.weight', 1, [i], 0) for k, i in enumerate(selected[:-1])]
+    scales = 0
+    while f'{prefix}psp_modules.{scales}.1.conv.weight' in state:
+        found.append((f'{prefix}psp_modules.{scales}.1.conv.weight', 1, [selected[-1]], 0))
+        scales += 1
+    found.append((prefix + 'bottleneck.conv.weight', 1, [selected[-1]], scales * int(cfg.get('channels'))))
+    return found
+
+
+def _ocr_head_inputs(cfg: dict, prefix: str, state: dict, counts: list[int]) -> list[Slice]:
+    """mmseg OCRHead (second head of a CascadeEncoderDecoder): its `bottleneck` reads the (transformed)
+    backbone input; the rest reads the bottleneck's output and the previous head's logits."""
+    selected, transform = _seg_selection(cfg, counts, 'OCRHead')
+    if transform == 'multiple_select':
+        raise NotImplementedError("export-width: OCRHead with input_transform='multiple_select'")
+    return [(prefix + 'bottleneck.conv.weight', 1, selected, 0)]
 
 
 SCALA_WRAPPER_ARGS = ('type', 'task', 'model', 'warmup_iters', 'distill', 'distill_weight', 'val_width', 'seed',
                       'init_cfg')
-INPUT_CONSUMERS = {'FPN': _fpn_inputs, 'HRFPN': _hrfpn_inputs, 'HeatmapHead': _heatmap_head_inputs}
-"""Config type of the module reading the backbone outputs → which of its weights read which outputs."""
+INPUT_CONSUMERS = {'FPN': _fpn_inputs, 'HRFPN': _hrfpn_inputs, 'HeatmapHead': _heatmap_head_inputs,
+                   'FCNHead': _fcn_head_inputs, 'UPerHead': _uper_head_inputs, 'OCRHead': _ocr_head_inputs}
+"""Config type of a module reading the backbone outputs → which of its weights read which outputs."""
 
 
-def export_model(model_cfg: dict, state_dict: dict[str, torch.Tensor], width: float
-                 ) -> tuple[dict, dict[str, torch.Tensor], DenseBackbone]:
+def _consumers(model_cfg: dict) -> list[tuple[str, dict]]:
+    """(state-dict prefix, config) of every module reading the backbone outputs: the neck (the first of a
+    list of necks), else every head (mmseg decode_head, or each of a cascade's list, and auxiliary_head(s);
+    mmpose / mmdet head)."""
+    neck = model_cfg.get('neck')
+    if neck:
+        return [('neck.0.', neck[0])] if isinstance(neck, (list, tuple)) else [('neck.', neck)]
+    found = []
+    for key in ('decode_head', 'auxiliary_head', 'head', 'bbox_head'):
+        value = model_cfg.get(key)
+        if isinstance(value, dict):
+            found.append((f'{key}.', value))
+        elif isinstance(value, (list, tuple)):
+            found += [(f'{key}.{i}.', v) for i, v in enumerate(value)]
+    return found
+
+
+def _slice_inputs(key: str, dim: int, outs: list[int], trailing: int, state_dict: dict, cmap: list) -> torch.Tensor:
+    """`state_dict[key]` with its input dim restricted to the kept channels of backbone outputs `outs`
+    (concatenated in that order) and the `trailing` channels after them."""
+    offset, ranges = 0, []
+    for i in outs:
+        ranges += [(offset + a, offset + b) for a, b in cmap[i][1]]
+        offset += cmap[i][0]
+    weight = state_dict[key]
+    if weight.shape[dim] != offset + trailing:
+        raise ValueError(f'export-width: {key} has {weight.shape[dim]} input channels, the backbone outputs '
+                         f'{outs} give {offset}' + (f' (+ {trailing} of its own)' if trailing else ''))
+    if trailing:
+        ranges.append((offset, offset + trailing))
+    return torch.cat([weight.narrow(dim, a, b - a) for a, b in ranges], dim).clone()
+
+
+def export_model(model_cfg: dict, state_dict: dict[str, torch.Tensor], width: 'float | dict | Sequence[float]',
+                 depths: Optional[Sequence[int]] = None) -> tuple[dict, dict[str, torch.Tensor], DenseBackbone]:
     """A model config (mmdet/mmseg/mmpose `model=dict(backbone=dict(..., slimmable=...), neck=...)`, plain
     dicts) and its full state dict → (config, state dict, narrow backbone) of the standalone narrow model:
-    the backbone natively narrow, the consumer of its outputs (neck, or the head where there is none) with
-    `in_channels` and its input weights sliced to the kept channels. Its outputs equal the slimmed model's
-    (the inactive channels were zero, so the weights on them never contributed)."""
+    the backbone natively narrow, every consumer of its outputs (the neck; without one, every head: mmseg
+    decode_head(s) and auxiliary_head(s), the mmpose head) with `in_channels` and its input weights sliced to
+    the kept channels. Its outputs equal the slimmed model's (the inactive channels were zero, so the
+    weights on them never contributed)."""
     from ._base import BACKBONE_CLASSES
     model_cfg = copy.deepcopy(model_cfg)
     if str(model_cfg.get('type', '')).endswith('ScalaModel'):      # a Scala training config: its task model
@@ -638,33 +891,24 @@ def export_model(model_cfg: dict, state_dict: dict[str, torch.Tensor], width: fl
     if backbone_cfg.get('slimmable') in (None, False):
         raise invalid_argument('export-width', 'model.backbone.slimmable', backbone_cfg.get('slimmable'),
                                'a slimmable backbone config (slimmable=dict(...))')
+    consumers = _consumers(model_cfg)
+    kinds = [str(c.get('type', '')).split('.')[-1] for _, c in consumers]
+    unknown = [f'{p[:-1]}={k!r}' for (p, _), k in zip(consumers, kinds) if k not in INPUT_CONSUMERS]
+    if not consumers or unknown:
+        raise NotImplementedError(f'export-width: the backbone outputs are read by {", ".join(unknown) or "nothing"}'
+                                  f'; slicing the inputs is implemented for {sorted(INPUT_CONSUMERS)}')
     backbone_cfg['init_cfg'] = None
     model = BACKBONE_CLASSES[type_name](**backbone_cfg)
     backbone_state = {k[len('backbone.'):]: v for k, v in state_dict.items() if k.startswith('backbone.')}
     model.load_state_dict(backbone_state)
-    narrow = export_width(model, width)
+    narrow = export_width(model, width, depths)
     cmap = channel_map(model, width)
-    consumer_key = next((k for k in ('neck', 'head', 'decode_head') if k in model_cfg), None)
-    consumer = model_cfg.get(consumer_key) if consumer_key else None
-    kind = consumer.get('type', '') if isinstance(consumer, dict) else ''
-    kind = str(kind).split('.')[-1]
-    if kind not in INPUT_CONSUMERS:
-        raise NotImplementedError(f'export-width: the backbone outputs are read by {consumer_key}={kind!r}; '
-                                  f'slicing its inputs is implemented for {sorted(INPUT_CONSUMERS)}')
+    counts = [sum(b - a for a, b in r) for _, r in cmap]
     out_state = {k: v for k, v in state_dict.items() if not k.startswith('backbone.')}
     out_state.update({f'backbone.{k}': v for k, v in narrow.state_dict().items()})
-    for key, dim, outs in INPUT_CONSUMERS[kind](consumer, f'{consumer_key}.', state_dict, len(cmap)):
-        offset, ranges = 0, []
-        for i in outs:
-            ranges += [(offset + a, offset + b) for a, b in cmap[i][1]]
-            offset += cmap[i][0]
-        weight = state_dict[key]
-        if weight.shape[dim] != offset:
-            raise ValueError(f'export-width: {key} has {weight.shape[dim]} input channels, the backbone '
-                             f'outputs {outs} give {offset}')
-        out_state[key] = torch.cat([weight.narrow(dim, a, b - a) for a, b in ranges], dim).clone()
-    counts = [sum(b - a for a, b in r) for _, r in cmap]
-    consumer['in_channels'] = counts[-1] if kind == 'HeatmapHead' else counts
+    for (prefix, consumer), kind in zip(consumers, kinds):
+        for key, dim, outs, trailing in INPUT_CONSUMERS[kind](consumer, prefix, state_dict, counts):
+            out_state[key] = _slice_inputs(key, dim, outs, trailing, state_dict, cmap)
     defaults = {k: p.default for k, p in _signature(type(narrow)).items()}
     new_backbone = {'type': model_cfg['backbone']['type']}
     for key, value in narrow._init_arguments.items():

@@ -363,7 +363,8 @@ class _TwinsBackbone(DenseBackbone):
                         tensors.update({p + 'attn.sr': (s, s), p + 'attn.norm': s})
                 scales[p + 'attn'] = h
         return dict(groups=groups, tensors=tensors, scales=scales, scale_key=('arch', 'qk_scale'),
-                    outputs=[f's{i}' for i in self.out_indices])
+                    outputs=[f's{i}' for i in self.out_indices],
+                    depths=[dict(blocks=f'blocks.{i}', arch=('depths', i)) for i in range(len(self.blocks))])
 
     def reset_parameters_official(self) -> None:
         """Official init: Linear trunc_normal(std .02) / bias 0; LayerNorm 1 / 0; Conv

@@ -396,3 +396,139 @@ def test_hrformer_with_official_stage1_exports_exactly():
             got = backbones.pad_to_full(narrow(x), backbones.channel_map(model, w))
         for e, g in zip(expected, got):
             torch.testing.assert_close(g, e, rtol=0, atol=1e-12)
+
+
+# ---- export_model: mmseg decode heads reading the backbone outputs directly -----------------------------
+def _segmentor(cfg: dict):
+    pytest.importorskip('mmseg')
+    import backbones.registry  # noqa: F401
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    torch.manual_seed(0)
+    return MODELS.build(cfg).double().eval()
+
+
+def _randomize_bn(model, seed=4):
+    """Non-trivial BatchNorm statistics in the heads, so that a wrongly sliced input would show."""
+    g = torch.Generator().manual_seed(seed)
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.BatchNorm2d) and not name.startswith('backbone.'):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g, dtype=m.running_mean.dtype) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g, dtype=m.running_var.dtype) + 0.5)
+
+
+def _assert_export_matches(cfg: dict, widths=(0.25, 0.5), aux: bool = True, prepare=None):
+    """Exported (standalone narrow) segmentor logits = the slimmed full model's (decode and auxiliary)."""
+    model = _segmentor(cfg)
+    _randomize_bn(model)
+    if prepare is not None:
+        prepare(model)
+    state = model.state_dict()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    for width in widths:
+        new_cfg, new_state, narrow = slimming.export_model(cfg, state, width)
+        assert 'slimmable' not in new_cfg['backbone']
+        exported = _segmentor(new_cfg)
+        exported.load_state_dict(new_state, strict=True)
+        with torch.no_grad(), backbones.at_width(model.backbone, width):
+            expected = [model(x, mode='tensor')]
+            if aux:
+                expected.append(model.auxiliary_head(model.extract_feat(x)))
+        with torch.no_grad():
+            got = [exported(x, mode='tensor')]
+            if aux:
+                got.append(exported.auxiliary_head(exported.extract_feat(x)))
+        assert list(narrow.out_channels) != list(model.backbone.out_channels)
+        for g, e in zip(got, expected):
+            assert g.shape == e.shape and e.abs().max() > 0
+            torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5 * float(e.abs().max()))
+    return new_cfg
+
+
+def test_export_model_slices_upernet_and_fcn_auxiliary_heads_exactly():
+    arch = backbones.FocalNet.micro_arch('tiny-srf')            # outputs 8, 16, 32, 64 channels
+    channels = [8, 16, 32, 64]
+    cfg = dict(type='EncoderDecoder',
+               backbone=dict(type='backbones.FocalNet', arch=arch, slimmable=dict(), drop_path_rate=0.0,
+                             init_cfg=None),
+               decode_head=dict(type='UPerHead', in_channels=channels, in_index=[0, 1, 2, 3], pool_scales=(1, 2),
+                                channels=8, dropout_ratio=0.0, num_classes=3, norm_cfg=dict(type='BN'),
+                                align_corners=False),
+               auxiliary_head=dict(type='FCNHead', in_channels=32, in_index=2, channels=4, num_convs=1,
+                                   concat_input=True, dropout_ratio=0.0, num_classes=3,
+                                   norm_cfg=dict(type='BN'), align_corners=False))
+    new_cfg = _assert_export_matches(cfg)
+    assert new_cfg['decode_head']['in_channels'] == [4, 8, 16, 32]          # width 0.5
+    assert new_cfg['auxiliary_head']['in_channels'] == 16
+    # a head whose input weights are not known is refused by name, not exported wrongly
+    cfg['auxiliary_head']['type'] = 'PSPHead'
+    with pytest.raises(NotImplementedError, match="auxiliary_head='PSPHead'"):
+        slimming.export_model(cfg, {}, 0.5)
+
+
+def test_export_model_slices_cascade_ocr_heads_on_resize_concat_exactly():
+    """OCRNet (CascadeEncoderDecoder) as configs/hrformer: FCNHead and OCRHead on the four HRFormer branches
+    resized and concatenated; HRFormer's per-width BatchNorm statistics made distinct."""
+    arch = backbones.HRFormer.micro_arch('small')               # branches 8, 16, 24, 32 channels
+    channels = [8, 16, 24, 32]
+    common = dict(in_channels=channels, in_index=(0, 1, 2, 3), input_transform='resize_concat',
+                  dropout_ratio=-1, num_classes=3, norm_cfg=dict(type='BN'), align_corners=False)
+    cfg = dict(type='CascadeEncoderDecoder', num_stages=2,
+               backbone=dict(type='backbones.HRFormer', arch=arch, slimmable=dict(step=0.25), init_cfg=None),
+               decode_head=[dict(type='FCNHead', channels=sum(channels), kernel_size=1, num_convs=1,
+                                 concat_input=False, **common),
+                            dict(type='OCRHead', channels=16, ocr_channels=8, **common)])
+
+    def per_width_statistics(model):
+        model.backbone.train()
+        with torch.no_grad():
+            for width in backbones.trained_widths(model.backbone):
+                with backbones.at_width(model.backbone, width):
+                    model.backbone(torch.randn(2, 3, 64, 64, dtype=torch.float64))
+        model.backbone.eval()
+
+    new_cfg = _assert_export_matches(cfg, aux=False, prepare=per_width_statistics)
+    assert [h['in_channels'] for h in new_cfg['decode_head']] == [[4, 8, 12, 16]] * 2
+
+
+def test_export_model_fcn_head_without_convs_narrows_its_channels():
+    """FCNHead(num_convs=0): the classifier reads the input itself, so `channels` follows the input."""
+    arch = backbones.FocalNet.micro_arch('tiny-srf')
+    cfg = dict(type='EncoderDecoder',
+               backbone=dict(type='backbones.FocalNet', arch=arch, slimmable=dict(), drop_path_rate=0.0,
+                             init_cfg=None),
+               decode_head=dict(type='FCNHead', in_channels=64, channels=64, num_convs=0, concat_input=False,
+                                dropout_ratio=0.0, num_classes=3, align_corners=False))
+    new_cfg = _assert_export_matches(cfg, aux=False)
+    assert new_cfg['decode_head']['in_channels'] == new_cfg['decode_head']['channels'] == 32
+
+
+def test_scala_experiment_builds_the_natively_narrow_config(tmp_path):
+    """tools/scala_experiment.py: the separately trained width-r model is the plain demo config with the
+    architecture `export-width` gives at r, on the scaled schedule."""
+    pytest.importorskip('mmseg')
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / 'tools' / 'scala_experiment.py'
+    spec = importlib.util.spec_from_file_location('scala_experiment', path)
+    experiment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(experiment)
+    demo = path.parents[1] / 'configs' / 'demo'
+    scala = experiment.scaled_config(demo / 'fpn_focalnet-demo-scala_demo-shapes.py', 0.25, tmp_path)
+    plain = experiment.scaled_config(demo / 'fpn_focalnet-demo_demo-shapes.py', 0.25, tmp_path)
+    assert scala['train_cfg']['max_iters'] == 100 and scala['model']['warmup_iters'] == 10
+    assert [(s['begin'], s['end']) for s in plain['param_scheduler']] == [(0, 10), (10, 100)]
+    assert plain['train_dataloader']['dataset']['data_root'] == f'{tmp_path}/'
+    narrow = experiment.narrow_config(scala, plain, 0.5)
+    model = narrow['model']
+    assert model['type'] == 'EncoderDecoder' and 'slimmable' not in model['backbone']
+    assert model['neck']['in_channels'] == [16, 32, 64, 128]
+    assert backbones.FocalNet(**{k: v for k, v in model['backbone'].items() if k != 'type'}).out_channels == [16, 32, 64, 128]
+    assert narrow['train_cfg'] == plain['train_cfg'] and narrow['optim_wrapper'] == plain['optim_wrapper']
+    full = experiment.narrow_config(scala, plain, 1.0)['model']
+    assert full['neck'] == plain['model']['neck'] and full['decode_head'] == plain['model']['decode_head']
+    widest = backbones.FocalNet(**{k: v for k, v in full['backbone'].items() if k != 'type'})
+    assert sum(p.numel() for p in widest.parameters()) == sum(
+        p.numel() for p in backbones.FocalNet(**{k: v for k, v in plain['model']['backbone'].items()
+                                                 if k != 'type'}).parameters())

@@ -182,8 +182,33 @@ def render(family: str) -> str:
     section = SECTIONS / f'{family}.md'   # hand-written: behaviour, fidelity evidence, configs, speed
     if section.is_file():
         lines += ['', section.read_text().strip()]
+    lines += ['', _mechanisms(family)]
     lines += ['', _usage(family, *usage_example[:4], usage_example[4])]
     return '\n'.join(lines).rstrip() + '\n'
+
+
+def _mechanisms(family: str) -> str:
+    """The family-agnostic mechanisms with this family's ready configs (found in configs/)."""
+    configs = Path(__file__).resolve().parents[1] / 'configs'
+    arc = sorted(p.name for p in (configs / family / 'arc').glob('*.py'))
+    demo = sorted(p.name for p in (configs / 'demo').glob(f'*_{family}-demo-*.py'))
+    shown = ', '.join(f'`{name}`' for name in arc) or 'none yet'
+    demo_shown = ', '.join(f'`{name}`' for name in demo) or 'none'
+    return '\n'.join([
+        '## Adapters, slimming, memory, search (every family)',
+        '',
+        f'- **ARC adapters** (`adapter=dict(type=\'ARC\', ...)`): configs `configs/{family}/arc/`: {shown}. Recipe '
+        '(paper defaults, ViT-B): bottleneck r = 50, adapter dropout 0.1, attention-side scale s = 0 and '
+        'MLP-side s xavier at init, W shared per stage and place; the backbone frozen (BatchNorm in eval); '
+        'adapters without weight decay at 10x the neck/head learning rate (`configs/_arc_recipe.py`; the '
+        'multiplier is ours, no dense ARC recipe was published). Training writes adapter files; '
+        '`backbones merge-adapters` folds them into a plain checkpoint.',
+        '- **Scala slimming** (`slimmable=dict(...)`, `backbones.ScalaModel`): one model at widths 0.25-1 '
+        '(per stage / branch and, where blocks can be dropped, per depth); `backbones export-width` writes a '
+        'natively narrow model equal to the slice.',
+        '- **Budgeted search**: `backbones search CONFIG CHECKPOINT --budget ...` on a Scala-trained model.',
+        '- **Memory**: `backbones memory`, `lowrank=`, `lean=True`, `backbones fit` (see the README).',
+        f'- Demo configs of these mechanisms: {demo_shown}.'])
 
 
 def main(argv: list[str] | None = None) -> int:
