@@ -70,6 +70,7 @@ class Config:
     checkpoint: Optional[str] = None  # load these weights into ours (path), e.g. a `backbones fit` output
     steady_peak: bool = False         # CPU: peak of the timed repeats only, from a trimmed heap (see below)
     malloc_mmap_threshold: Optional[int] = None  # glibc MALLOC_MMAP_THRESHOLD_ of the worker (fixed allocator)
+    runtime: str = 'torch'            # 'torch', or 'onnxruntime': ours exported to ONNX (dynamic H/W), inference
 
 
 PEERS = {'twins-pcpvt': 'mmseg PCPVT', 'twins-svt': 'mmseg SVT', 'hrformer': 'mmpose HRFormer',
@@ -245,6 +246,12 @@ def run_config(cfg: Config) -> dict:
     train = cfg.mode == 'train'
     model.train(train)
     runner = torch.compile(model) if cfg.compile else model
+    if cfg.runtime == 'onnxruntime':
+        if train or cfg.impl != 'ours' or device.type != 'cpu':
+            raise ValueError('runtime onnxruntime: inference of ours on the CPU only')
+        runner = onnx_runner(model, cfg.size, cfg.threads)
+    elif cfg.runtime != 'torch':
+        raise ValueError(f"runtime: 'torch' or 'onnxruntime', got {cfg.runtime!r}")
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(cfg.batch, 3, *cfg.size, generator=gen).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if train else None
@@ -307,6 +314,32 @@ def run_config(cfg: Config) -> dict:
             out = runner(xs) if cfg.impl == 'ours' else _run_peer(runner, cfg.variant, xs)
             torch.save([o.float().cpu() for o in _as_outputs(cfg.impl, cfg.variant, out)], cfg.outputs_path)
     return result
+
+
+def onnx_runner(model: torch.nn.Module, size: tuple[int, int], threads: int):
+    """`model` exported to ONNX with dynamic batch / height / width (the deploy path: opset 17, traced),
+    as a callable running it in onnxruntime with `threads` threads. The CPU memory arena and memory
+    patterns are off, so that a run's working memory is allocated and freed per run and the peak RSS
+    above the steady state is the runtime's activation peak (with them on, onnxruntime keeps its largest
+    working set resident between runs)."""
+    import io
+    import onnxruntime as ort
+    buffer = io.BytesIO()
+    x = torch.zeros(1, 3, *size)
+    with torch.no_grad():
+        torch.onnx.export(model.eval(), (x,), buffer, dynamo=False, opset_version=17, input_names=['image'],
+                          dynamic_axes={'image': {0: 'batch', 2: 'height', 3: 'width'}})
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
+    session = ort.InferenceSession(buffer.getvalue(), options, providers=['CPUExecutionProvider'])
+    del buffer
+
+    def run(image: torch.Tensor):
+        return [torch.from_numpy(a) for a in session.run(None, {'image': image.numpy()})]
+    return run
 
 
 def _host() -> str:

@@ -9,7 +9,7 @@
     backbones swap CONFIG BACKBONE --out FILE [--checkpoint NAME] [--lr LR] [--weight-decay WD]
     backbones export-width CONFIG CHECKPOINT --width R --out DIR [--trust]
     backbones merge-adapters ARC_CONFIG ADAPTER_FILE --out FILE [--base PLAIN_CHECKPOINT] [--trust DIR]
-    backbones memory VARIANT --size HxW [--batch N] [--lean] [--lowrank R] [--json F]
+    backbones memory VARIANT --size HxW [--batch N] [--lean] [--lowrank R] [--onnx] [--json F]
     backbones lowrank VARIANT... [--ratios R...] [--size HxW] [--checkpoint C]
     backbones fit VARIANT --budget 256MB --size 512x512 [--allow-resize] [--out DIR]
     backbones search CONFIG CHECKPOINT --budget latency=120ms|memory=256MB|params=10M|macs=2G --out DIR

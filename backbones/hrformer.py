@@ -531,7 +531,7 @@ class HRFormer(DenseBackbone):
         stage-1 bottleneck planes (output 4×), one count per branch (a multiple of its heads in every
         stage), ConvFFN hidden int(C·ratio), q/k/v and the projection input per head. BatchNorms keep
         statistics per width. (Stem and planes shrink together, so stage 1's projection shortcut exists at
-        every width, as in the full model.)"""
+        every width, as in the full model; a sub-network gives them one ratio: `ties`.)"""
         cfg = self.arch_cfg
         groups: dict[str, dict] = {
             'stem': dict(channels=self.conv1.out_channels, kwargs=['stem_channels']),
@@ -583,7 +583,7 @@ class HRFormer(DenseBackbone):
                                             q + '3': out})
             prev = cur
         return dict(groups=groups, tensors=tensors, scales=scales, scale_key=('kwargs', 'qk_scale'),
-                    outputs=[f'b{i}' for i in self.out_indices])
+                    outputs=[f'b{i}' for i in self.out_indices], ties=[('p', 'stem')])
 
     def reset_parameters_official(self) -> None:
         """Official classification init: PyTorch defaults, relative position tables trunc_normal(.02)."""

@@ -370,6 +370,7 @@ class MemoryReport:
     modules: list[dict] = field(default_factory=list)
     measured_peak_bytes: Optional[int] = None            # fixed allocator, as predicted_peak_bytes
     measured_peak_default_bytes: Optional[int] = None    # default glibc, as predicted_peak_default_bytes
+    measured_peak_onnxruntime_bytes: Optional[int] = None   # the ONNX export in onnxruntime (arena off), fixed allocator
     measurement: Optional[dict] = None
 
     @property
@@ -463,14 +464,15 @@ def predict(variant: str, size: tuple[int, int] | str, batch: int = 1, lean: boo
 
 
 def measure(variant: str, size: tuple[int, int], batch: int = 1, lean: bool = False, lowrank: Any = None,
-            threads: int = 2, checkpoint: Optional[str] = None, allocator: str = 'fixed') -> dict:
+            threads: int = 2, checkpoint: Optional[str] = None, allocator: str = 'fixed',
+            runtime: str = 'torch') -> dict:
     """The benchmark's measurement of the same configuration (fresh subprocess, peak RSS above the built
     model and input, steady state: after warm-up, from a trimmed heap) with the `allocator` 'fixed'
     (FIXED_MMAP_THRESHOLD) or glibc's 'default'; the record, with `peak_bytes`."""
     from . import benchmark
     cfg = benchmark.Config(variant=variant, mode='infer', size=tuple(size), batch=batch, threads=threads,
                            warmup=2, repeats=1, model_kwargs=model_kwargs(lean, lowrank), checkpoint=checkpoint,
-                           steady_peak=True,
+                           steady_peak=True, runtime=runtime,
                            malloc_mmap_threshold=FIXED_MMAP_THRESHOLD if allocator == 'fixed' else None)
     record = benchmark.measure(cfg)
     if 'error' in record:
@@ -502,6 +504,9 @@ def format_report(report: MemoryReport) -> str:
         err = report.predicted_peak_default_bytes / report.measured_peak_default_bytes - 1
         lines.append(f'measured with the default allocator: {_mib(report.measured_peak_default_bytes)} MiB '
                      f'(heap-model error {err:+.1%}; varies with the heap\'s history)')
+    if report.measured_peak_onnxruntime_bytes is not None:
+        lines.append(f'onnxruntime (the ONNX export, dynamic H/W, CPU arena off; same measurement): '
+                     f'{_mib(report.measured_peak_onnxruntime_bytes)} MiB')
     if report.measurement:
         lines.append(f'measurement: {report.measurement.get("memory_method", "")}, fresh process')
     return '\n'.join(lines)
@@ -517,6 +522,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--no-measure', action='store_true', help='prediction only')
     parser.add_argument('--default-allocator', action='store_true',
                         help="also measure with glibc's default (dynamic) mmap threshold")
+    parser.add_argument('--onnx', action='store_true',
+                        help='also export to ONNX (dynamic H/W) and measure onnxruntime\'s peak the same way')
     parser.add_argument('--json', help='write the report here')
 
 
@@ -543,6 +550,10 @@ def cmd_memory(args: argparse.Namespace) -> int:
             report.measured_peak_default_bytes = measure(args.variant, size, args.batch, args.lean, lowrank,
                                                          args.threads, allocator='default')['peak_bytes']
         report.measurement = {k: record[k] for k in ('memory_method', 'threads', 'median_ms', 'torch', 'host')}
+    if args.onnx:
+        ort = measure(args.variant, size, args.batch, args.lean, lowrank, args.threads, runtime='onnxruntime')
+        report.measured_peak_onnxruntime_bytes = ort['peak_bytes']
+        report.measurement = dict(report.measurement or {}, onnxruntime_median_ms=ort['median_ms'])
     print(format_report(report))
     if args.json:
         with open(args.json, 'w') as f:

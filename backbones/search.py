@@ -411,7 +411,12 @@ def evolve(space: SearchSpace, score: Callable[[Candidate], float], costs: CostM
         nonlocal rejected
         if c.key in seen or not space.contains(c):
             return False
-        if not costs.within(c, budgets):
+        try:
+            fits = costs.within(c, budgets)
+        except slimming.NotExportableError:      # no natively narrow model computes this slice: not a result
+            seen.add(c.key)
+            return False
+        if not fits:
             rejected += 1
             seen.add(c.key)          # over budget: never drawn again
             return False
@@ -475,8 +480,11 @@ def uniform_within_budget(space: SearchSpace, costs: CostModel, budgets: Sequenc
     """The widest uniformly narrowed sub-network (one width everywhere, every block) within budget."""
     for width in sorted(set().union(*map(set, space.widths)), reverse=True):
         c = space.uniform(width)
-        if costs.within(c, budgets):
-            return c
+        try:
+            if costs.within(c, budgets):
+                return c
+        except slimming.NotExportableError:
+            continue
     return None
 
 
@@ -612,6 +620,7 @@ class ConfigScorer:
                              if _batchnorms(self.backbone) and bn_batches else None)
         self.evaluations = 0
         self._loaders: dict = {}
+        self._calibration: Optional[list[torch.Tensor]] = None
 
     @torch.no_grad()
     def __call__(self, c: Candidate) -> float:
@@ -636,13 +645,17 @@ class ConfigScorer:
             slimming.set_width(self.backbone, 1.0)
 
     def _calibration_inputs(self, size: Optional[Size] = None) -> Iterator[torch.Tensor]:
-        for i, batch in enumerate(self.train_loader):
-            if i >= self.bn_batches:
-                break
-            inputs = self.task.data_preprocessor(batch, False)['inputs']
-            for x in ([inputs] if isinstance(inputs, torch.Tensor) else inputs):
-                x = x if x.dim() == 4 else x[None]
-                yield x if size is None else torch.nn.functional.interpolate(x, size=size, mode='bilinear')
+        """The same `bn_batches` training batches for every candidate (drawn once: deterministic scores, and
+        an infinite sampler's iterator is not restarted), resized to `size`."""
+        if self._calibration is None:
+            self._calibration = []
+            batches = iter(self.train_loader)
+            for _ in range(self.bn_batches):
+                inputs = self.task.data_preprocessor(next(batches), False)['inputs']
+                for x in ([inputs] if isinstance(inputs, torch.Tensor) else inputs):
+                    self._calibration.append(x if x.dim() == 4 else x[None])
+        for x in self._calibration:
+            yield x if size is None else torch.nn.functional.interpolate(x, size=size, mode='bilinear')
 
     def input_size(self) -> tuple[int, int]:
         """(H, W) of the first validation batch as the model receives it (after the data preprocessor)."""
@@ -867,19 +880,27 @@ def cmd_search(args: argparse.Namespace) -> int:
     uniform_score = scored(uniform) if uniform is not None else None
     kinds = [b.kind for b in budgets]
     rows = [('searched', winner, best['score'])] + ([('uniform', uniform, uniform_score)] if uniform else [])
-    report += ['## Result', '', '| sub-network | widths | depths | ' + scorer.metric + ' | ' +
+    report += ['## Result', '', 'Costs "(model)" are the stated models\' (memory: weights + input + predicted '
+               'activation peak); "measured" are the benchmark\'s, in a fresh process (latency: median, batch 1, '
+               f'{args.threads} thread(s); memory: weights + input + the steady activation peak measured).', '',
+               '| sub-network | widths | depths | size | ' + scorer.metric + ' | ' +
                ' | '.join(f'{k} (model)' for k in kinds) + ('' if 'params' in kinds else ' | params') +
-               ' | latency measured (ms) | peak activations measured (MiB) |',
-               '|---' * (6 + len(kinds) + ('params' not in kinds)) + '|']
+               ' | latency measured (ms) | memory measured (MiB) |',
+               '|---' * (7 + len(kinds) + ('params' not in kinds)) + '|']
     measured = {}
     for label, c, value in rows:
-        m = None if args.no_measure else measure_exported(backbone, c, size, args.threads)
+        m = None if args.no_measure else measure_exported(backbone, c, c.size or size, args.threads)
+        if m is not None and m.get('peak_mem_mib') is not None:
+            narrow = c.export(backbone)
+            h, w = c.size or size
+            m['memory_total_bytes'] = int(sum(t.numel() * t.element_size() for t in narrow.state_dict().values())
+                                          + 3 * h * w * 4 + m['peak_mem_mib'] * 2 ** 20)
         measured[label] = m
-        report.append(f'| {label} | {list(c.widths)} | {list(c.depths) or "-"} | {value:.4f} | ' +
-                      ' | '.join(_format_cost(k, costs.cost(c, k)) for k in kinds) +
+        report.append(f'| {label} | {list(c.widths)} | {list(c.depths) or "-"} | {_shown(c.size or size)} | '
+                      f'{value:.4f} | ' + ' | '.join(_format_cost(k, costs.cost(c, k)) for k in kinds) +
                       ('' if 'params' in kinds else f' | {costs.cost(c, "params") / 1e6:.3f}M') + ' | ' +
                       (f'{m["median_ms"]:.1f}' if m else '-') + ' | ' +
-                      (f'{m["peak_mem_mib"]:.1f}' if m and m.get('peak_mem_mib') is not None else '-') + ' |')
+                      (f'{m["memory_total_bytes"] / 2 ** 20:.1f}' if m and 'memory_total_bytes' in m else '-') + ' |')
     from .cli import export_files
     with scorer.at(winner):     # the weights as scored: BN statistics recalibrated for the winner
         state = {k: v.detach().clone() for k, v in scorer.runner.model.state_dict().items()}
@@ -890,7 +911,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                   + ([('uniform', costs.cost(uniform, budgets[0].kind), uniform_score)] if uniform else []))
     report += ['', f'Winner exported: `{config_path}` + `{ckpt_path.name}` (natively narrow backbone, '
                'outputs equal the supernet slice).', f'Plot: `{figure}`.' if figure else 'Plot: matplotlib missing.',
-               f'Every scored candidate: `candidates_round*.jsonl`; state (resumable): `state_round*.json`.']
+               'Every scored candidate: `candidates_round*.jsonl`; state (resumable): `state_round*.json`.']
     (out / 'report.md').write_text('\n'.join(report) + '\n')
     _write_json(out / 'result.json', dict(winner=winner.as_dict(), score=best['score'], costs=best['costs'],
                                           uniform=uniform.as_dict() if uniform else None, uniform_score=uniform_score,

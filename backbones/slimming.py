@@ -53,7 +53,7 @@ from torch import nn
 
 from ._base import DenseBackbone, invalid_argument, register_mechanism
 
-__all__ = ['set_width', 'get_width', 'get_depths', 'width_groups', 'depth_stages', 'at_width', 'trained_widths', 'export_width', 'export_model', 'channel_map',
+__all__ = ['NotExportableError', 'set_width', 'get_width', 'get_depths', 'width_groups', 'depth_stages', 'at_width', 'trained_widths', 'export_width', 'export_model', 'channel_map',
            'pad_to_full', 'scala_widths', 'is_slimmable', 'distillation_loss', 'SLIMMABLE_DEFAULTS']
 
 SLIMMABLE_DEFAULTS: dict[str, Any] = dict(min_width=0.25, step=1 / 16, widths=None, off_grid=False)
@@ -107,7 +107,8 @@ class _Width:
         free = [g.name for g in plan.groups.values() if g.of is None]
         ratios = {name: float(ratio) for name in free} if not isinstance(ratio, dict) else dict(ratio)
         uniform = len(set(ratios.values())) == 1
-        self.ratio: 'float | dict[str, float]' = next(iter(ratios.values())) if uniform else ratios
+        self.ratio: 'float | dict[str, float]' = (next(iter(ratios.values())) if uniform else
+                                                  {k: v for k, v in ratios.items() if k in plan.free})
         self.depths = None if depths is None or all(d is None or d == full for d, full in
                                                     zip(depths, plan.full_depths)) else tuple(depths)
         self.full = uniform and self.ratio == 1.0 and self.depths is None
@@ -275,7 +276,14 @@ class _Plan:
                 raise ValueError(f'{owner}.slimming_spec: depths[{k}] {d["blocks"]!r} is not a non-empty ModuleList')
             self.depth_stages.append((d['blocks'], tuple(d['arch']), blocks))
         self.full_depths = [len(blocks) for _, _, blocks in self.depth_stages]
-        self.free = [g.name for g in self.groups.values() if g.of is None]
+        free = [g.name for g in self.groups.values() if g.of is None]
+        self.ties: dict[str, str] = {}          # free group → the free group whose ratio it always takes
+        for tie in spec.get('ties', ()):
+            unknown = [g for g in tie if g not in free]
+            if unknown:
+                raise ValueError(f'{owner}.slimming_spec: ties name {unknown}, which are not free groups')
+            self.ties.update({g: tie[0] for g in tie[1:]})
+        self.free = [g for g in free if g not in self.ties]
         self.bn_rows = {r: i for i, r in enumerate(w for w in widths if w != 1.0)}
         self._check_shapes(model)
         if off_grid and any(e.bn for e in self.entries):
@@ -426,14 +434,20 @@ def _check_ratio(state: _SlimState, ratio: Any, what: str, name: str = 'width') 
 
 
 def _check_width(state: _SlimState, width: Any, what: str = 'set_width') -> 'float | dict[str, float]':
-    """A width: one ratio, or one per free group (`width_groups`) as a dict or a sequence in that order."""
-    free = state.plan.free
+    """A width: one ratio, or one per width group (`width_groups`) as a dict or a sequence in that order.
+    Groups the family ties to another (`ties` in its spec) take that group's ratio."""
+    plan = state.plan
+    free = plan.free
     if isinstance(width, dict):
-        unknown = sorted(set(width) - set(free))
+        unknown = sorted(set(width) - set(free) - set(plan.ties))
         if unknown:
             raise invalid_argument(what, 'width', width, f'a dict over the width groups {free}',
                                    f' (unknown groups {unknown})')
         ratios = {g: _check_ratio(state, width.get(g, 1.0), what, f'width[{g!r}]') for g in free}
+        for member, leader in plan.ties.items():
+            if member in width and abs(width[member] - ratios[leader]) > _EPS:
+                raise invalid_argument(what, 'width', width, f'width[{member!r}] = width[{leader!r}] (tied: '
+                                       f'{plan.owner} keeps them equal)')
     elif isinstance(width, (list, tuple)):
         if len(width) != len(free):
             raise invalid_argument(what, 'width', width, f'one ratio per width group {free} ({len(free)})')
@@ -441,7 +455,10 @@ def _check_width(state: _SlimState, width: Any, what: str = 'set_width') -> 'flo
     else:
         return _check_ratio(state, width, what)
     values = set(ratios.values())
-    return values.pop() if len(values) == 1 else ratios
+    if len(values) == 1:
+        return values.pop()
+    ratios.update({member: ratios[leader] for member, leader in plan.ties.items()})
+    return ratios
 
 
 def _check_depths(state: _SlimState, depths: Any, what: str = 'set_width') -> Optional[tuple]:
@@ -681,7 +698,7 @@ def export_width(model: DenseBackbone, width: 'float | dict | Sequence[float]',
                 if k in sliced and sliced[k].shape != v.shape]
     missing, extra = sorted(set(own) - set(sliced)), sorted(set(sliced) - set(own))
     if problems or missing or extra:
-        raise RuntimeError(f'{type(model).__name__} at width {ratio:g}: the natively narrow model is not the '
+        raise NotExportableError(f'{type(model).__name__} at width {ratio if isinstance(ratio, dict) else format(ratio, "g")}{f", depths {list(kept)}" if kept else ""}: the natively narrow model is not the '
                            f'slice (its structure or the slimming_spec differs): shape mismatches {problems[:5]}, '
                            f'tensors it lacks {extra[:5]}, tensors it has besides {missing[:5]}')
     narrow.load_state_dict({k: sliced[k] for k in own}, strict=True)
@@ -698,6 +715,11 @@ def _expand_scalar(arch: dict, path: tuple, plan: _Plan) -> bool:
     full = {p[1]: g.channels for g in plan.groups.values() for p in g.arch if len(p) == 2 and p[0] == path[0]}
     arch[path[0]] = [full[i] for i in range(len(full))]
     return True
+
+
+class NotExportableError(RuntimeError):
+    """A sub-network whose natively narrow model would be built with other layers than its slice (a family
+    that creates a layer only when two channel counts differ, and the sub-network makes them equal)."""
 
 
 def _write(arch: dict, path: tuple, value: int) -> None:

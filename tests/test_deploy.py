@@ -161,3 +161,23 @@ def test_onnx_exported_without_padding_does_not_generalise():
     session = ort.InferenceSession(export_onnx(model, export_input))
     expected, got = eager_and_onnx(model, session, odd)
     assert any(a.shape != b.shape for a, b in zip(got, expected))
+
+
+@pytest.mark.filterwarnings('ignore::torch.jit.TracerWarning')
+@pytest.mark.parametrize('name', MODELS)
+def test_lean_model_exports_to_onnx_and_runs_in_onnxruntime(name):
+    """`lean=True` models export (the chunked paths step aside while tracing) with dynamic H/W, and the
+    benchmark's onnxruntime runner (`backbones memory --onnx` measures its peak) serves other sizes."""
+    pytest.importorskip('onnxruntime')
+    from backbones.benchmark import onnx_runner
+    cls, arch = MODELS[name]
+    torch.manual_seed(0)
+    model = cls(arch=cls.micro_arch(arch), drop_path_rate=0.0, lean=True).eval()
+    run = onnx_runner(model, (77, 141), threads=1)
+    for x in inputs((77, 141), (64, 96)):
+        with torch.no_grad():
+            expected = model(x)
+        got = run(x)
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            assert a.shape == b.shape and (a - b).abs().max() <= 1e-4 * b.abs().max()

@@ -71,6 +71,22 @@ def test_a_stage_at_full_width_keeps_its_own_statistics_and_front_channels():
     assert c < w0.numel() and torch.equal(narrow.stage2[0].branches[0][0].norm1.weight, w0[-c:])
 
 
+def test_tied_groups_take_one_ratio():
+    """HRFormer's stem and stage-1 planes are tied (their shortcut projection must exist at every width):
+    one width group, and a sub-network that sets them apart is refused."""
+    model = build('HRFormer', 'small', slimmable=dict(widths=WIDTHS))
+    assert backbones.width_groups(model) == ['p', 'b0', 'b1', 'b2', 'b3']
+    with pytest.raises(InvalidArgumentError, match='tied'):
+        backbones.set_width(model, {'p': 0.25, 'stem': 1.0})
+    for widths in ([0.5, 1.0, 1.0, 1.0, 1.0], [1.0, 0.25, 0.5, 0.75, 1.0]):    # stem follows p
+        narrow = backbones.export_width(model, widths)
+        assert narrow.conv1.out_channels == round(widths[0] * model.conv1.out_channels)
+    # stage 1's output (4 x 2 planes) equals branch 0's 8 channels: the narrow HRFormer would have no
+    # transition convolution there, the slice has one; refused by name (the search skips such candidates)
+    with pytest.raises(slimming.NotExportableError, match='transition1.0.0.weight'):
+        backbones.export_width(model, [0.25, 1.0, 1.0, 1.0, 1.0])
+
+
 def test_bad_sub_networks_are_refused_with_the_valid_choices():
     model = build('S3', 'tiny', slimmable=dict(widths=WIDTHS))
     for width, depths, needle in (({'s9': 0.5}, None, 'unknown groups'), ([0.5, 0.5], None, 'one ratio per width group'),
@@ -176,7 +192,7 @@ def test_batchnorm_recalibration_gives_the_sub_network_its_own_statistics():
     """Recalibrated statistics of a sub-network (per-width rows) are those a natively narrow model
     accumulates from the same batches; restoring brings the stored ones back."""
     model = build('HRFormer', 'small', slimmable=dict(widths=WIDTHS))
-    widths = [0.5, 0.5, 0.25, 1.0, 0.75, 0.5]
+    widths = [0.5, 0.25, 1.0, 0.75, 0.5]
     batches = [torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     backbones.set_width(model, widths)
@@ -256,20 +272,28 @@ def test_export_model_takes_the_searched_sub_network():
     assert max(relative(a, b) for a, b in zip(got, expected)) < 1e-5
 
 
+def demo_supernet(tmp_path: Path, config_name: str):
+    """Demo data under tmp_path/run and the Scala demo config's model (initialised, untrained: the search
+    machinery is under test, not the metric) saved there as supernet.pth."""
+    import os
+    from backbones.runner import build_model
+    root = tmp_path / 'run'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    subprocess.run([sys.executable, str(REPO / 'tools' / 'make_demo_data.py'), '--out', str(root / 'data' / 'demo')],
+                   cwd=tmp_path, check=True, capture_output=True, env=env)
+    config = REPO / 'configs' / 'demo' / config_name
+    model = build_model(str(config))
+    model.init_weights()
+    torch.save({'state_dict': model.state_dict()}, root / 'supernet.pth')
+    return root, config, model, env
+
+
 @pytest.mark.slow
 def test_search_command_on_the_demo_pose_model(tmp_path):
     """`backbones search` end to end on the Scala demo pose model (HRFormer): report, log, plot, the winner
     within budget exported as a standalone model computing exactly the supernet slice (stored BN statistics:
     --bn-batches 0; recalibration is tested on its own); a rerun resumes."""
-    root = tmp_path / 'run'
-    env = dict(__import__('os').environ, OMP_NUM_THREADS='1')
-    subprocess.run([sys.executable, str(REPO / 'tools' / 'make_demo_data.py'), '--out', str(root / 'data' / 'demo')],
-                   cwd=tmp_path, check=True, capture_output=True, env=env)
-    config = REPO / 'configs' / 'demo' / 'td-hm_hrformer-demo-scala_demo-shapes.py'
-    from backbones.runner import build_model
-    model = build_model(str(config))
-    model.init_weights()
-    torch.save({'state_dict': model.state_dict()}, root / 'supernet.pth')
+    root, config, model, env = demo_supernet(tmp_path, 'td-hm_hrformer-demo-scala_demo-shapes.py')
     full = sum(p.numel() for p in model.model.backbone.parameters())
     cmd = [sys.executable, '-m', 'backbones', 'search', str(config), 'supernet.pth', '--budget',
            'params=0.5x', '--population', '4', '--generations', '1', '--mutations', '2',
@@ -286,6 +310,7 @@ def test_search_command_on_the_demo_pose_model(tmp_path):
     from mmengine.config import Config
     winner_cfg = Config.fromfile(str(out / 'winner.py'))
     assert 'slimmable' not in winner_cfg.model['backbone']
+    from backbones.runner import build_model
     exported = build_model(str(out / 'winner.py'))        # the standalone narrow model and its checkpoint
     exported.load_state_dict(torch.load(winner_cfg.load_from, weights_only=True)['state_dict'])
     supernet = model.model.eval()
@@ -306,15 +331,7 @@ def test_search_command_on_the_demo_pose_model(tmp_path):
 def test_search_command_evolves_the_space_and_the_input_size(tmp_path):
     """`--evolve-space` with the input size searched (the demo segmenter): two rounds, the second's space
     narrowed; the winner's exported config resizes its test images to the winner's size."""
-    root = tmp_path / 'run'
-    env = dict(__import__('os').environ, OMP_NUM_THREADS='1')
-    subprocess.run([sys.executable, str(REPO / 'tools' / 'make_demo_data.py'), '--out', str(root / 'data' / 'demo')],
-                   cwd=tmp_path, check=True, capture_output=True, env=env)
-    config = REPO / 'configs' / 'demo' / 'fpn_focalnet-demo-scala_demo-shapes.py'
-    from backbones.runner import build_model
-    model = build_model(str(config))
-    model.init_weights()
-    torch.save({'state_dict': model.state_dict()}, root / 'supernet.pth')
+    root, config, model, env = demo_supernet(tmp_path, 'fpn_focalnet-demo-scala_demo-shapes.py')
     cmd = [sys.executable, '-m', 'backbones', 'search', str(config), 'supernet.pth', '--budget', 'macs=0.5x',
            '--widths', '0.25', '0.5', '0.75', '1', '--sizes', '96x96', '128x128', '--population', '4',
            '--generations', '1', '--mutations', '2', '--crossovers', '2', '--parents', '2', '--evolve-space',

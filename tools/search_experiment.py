@@ -95,6 +95,9 @@ def main() -> int:
             results.append(r)
             print(f'[{task}] {args.kind}={fraction:g}x: searched {r["score"]:.4f} vs uniform '
                   f'{r["uniform_score"] if r["uniform_score"] is not None else "-"}', flush=True)
+    previous = json.loads((out / 'results.json').read_text()) if (out / 'results.json').exists() else []
+    results = [r for r in previous if r['task'] not in args.tasks] + results      # other tasks' earlier runs kept
+    results.sort(key=lambda r: (list(TASKS).index(r['task']), -r['fraction']))
     (out / 'results.json').write_text(json.dumps(results, indent=1))
     lines = [f'# Budgeted search vs uniform narrowing (demo data; budget = fraction of the full network\'s '
              f'{args.kind}; population {args.population}, {args.generations} generations)', '',
