@@ -125,7 +125,7 @@ def test_lean_inference_equals_the_default(cls):
 
 def test_lean_lowers_the_modelled_peak_and_bad_values_are_named():
     cls = BACKBONE_CLASSES['PCPVT']
-    default, lean_model = _pair(cls, chunk_bytes=1024)
+    default, lean_model = _pair(cls, chunk_bytes=16384)
     a = simulate(trace_forward(default, (128, 128)), {})
     b = simulate(trace_forward(lean_model, (128, 128)), {})
     assert b.live_peak < a.live_peak

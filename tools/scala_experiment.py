@@ -21,7 +21,8 @@ exported metric, exported parameters, latency; per task: wall seconds of the Sca
 separate runs) and keeps the trained Scala model at OUT/<task>/scala/config.py and
 OUT/<task>/scala/checkpoint.pth (state dict + meta; `backbones export-width OUT/<task>/scala/config.py
 OUT/<task>/scala/checkpoint.pth --width R --out DIR` exports any trained width). A finished run (its
-`run.json`) is reused when the command is repeated with the same OUT and scale.
+`run.json`) is reused when the command is repeated with the same OUT and scale; results of tasks not named
+in a later command stay in OUT/results.* (each with its own scale).
 """
 from __future__ import annotations
 
@@ -256,10 +257,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     out = Path(args.out).resolve()
     from backbones.demo_data import make_demo_data
     data = make_demo_data(out / 'data' / 'demo').resolve()
-    results = []
+    saved = out / 'results.json'      # tasks not run this time keep their earlier results (and scale)
+    results = [r for r in (json.loads(saved.read_text()) if saved.exists() else []) if r['task'] not in args.tasks]
     for task in args.tasks:
         results.append(experiment(task, out, args.scale, data, not args.no_verify))
-        (out / 'results.json').write_text(json.dumps(results, indent=1))
+        results.sort(key=lambda r: list(TASKS).index(r['task']))
+        saved.write_text(json.dumps(results, indent=1))
         (out / 'results.md').write_text(table(results) + '\n')
     print(table(results))
 
