@@ -34,9 +34,9 @@ relative at odd sizes, padded and shifted windows, tiny chunks; at 512² ≤ 1.3
 Measured (512², batch 1, fp32, fresh process, fixed allocator; `benchmarks/memory_model.md`), activation
 peak default → lean: FocalNet-T 54.1 → 24.0 MiB (0.44×), SVT-S 37.9 → 13.2 (0.35×), PCPVT-S 48.3 → 13.9
 (0.29×), HRFormer-S 55.1 → 13.0 (0.24×), S3-T 77.2 → 28.9 (0.37×); the memory model predicts the lean
-peaks within ±4 %. Latency, 1 thread, back to back: lean 0.99-1.14× the default's speed. With 2 threads
-on the shared (contended) box lean was much slower for FocalNet and HRFormer (more, smaller operators:
-each parallel region waits for a descheduled thread); not measured on an idle machine. Not chunked:
+peaks within ±4 %. Latency, 1 thread, back to back: lean 0.99-1.14× the default's speed; 2 threads on an
+idle machine (benchmark worker, best of 2 rounds): SVT-S 1.07×, PCPVT-S 1.26×, S3-T 1.16×, FocalNet-T 0.87×,
+HRFormer-S 0.85× (more, smaller operators in the row streams; on a contended machine far slower). Not chunked:
 FocalNet/S3 stems and patch merging, HRFormer's fusion; post-LN FocalNet blocks keep the default path.
 
     create_backbone('twins-pcpvt-small', lean=True)                  # 4 MiB chunks

@@ -206,6 +206,9 @@ def apply_lowrank(model: DenseBackbone, cfg: Any, svd_cache: Optional[dict] = No
     keep the last stage's ratio. `skip_larger`: keep a layer dense when the factors would hold more
     parameters than it. Records `model.lowrank_cfg` and `model.lowrank_layers` (name → rank).
     `svd_cache` (layer name → dict): share SVDs between calls on copies of one model (`fit_budget`)."""
+    if getattr(model, '_slim_state', None) is not None:
+        raise NotImplementedError(f'{type(model).__name__}: lowrank= with slimmable= is not supported yet (the '
+                                  'slimming plan slices the dense layers that lowrank= replaces); use one of them')
     num_stages = _num_stages(model)
     spec = parse_lowrank(cfg, num_stages)
     owner = _stage_of_modules(model, num_stages)

@@ -99,6 +99,12 @@ def test_bad_sub_networks_are_refused_with_the_valid_choices():
         backbones.set_width(hr, 0.5, [1, 1, 1])
 
 
+def test_slimmable_and_lowrank_together_are_refused_by_name():
+    cls = BACKBONE_CLASSES['S3']
+    with pytest.raises(NotImplementedError, match='lowrank= with slimmable='):
+        cls(arch=cls.micro_arch('tiny'), slimmable=dict(widths=WIDTHS), lowrank=dict(ratio=0.5))
+
+
 def test_budgets_parse_with_units_and_refuse_nonsense():
     assert search.parse_budget('latency=120ms') == search.Budget('latency', 120.0)
     assert search.parse_budget('latency=0.5s').limit == 500.0
