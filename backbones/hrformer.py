@@ -505,11 +505,16 @@ class HRFormer(DenseBackbone):
         self.check_input(x)
         x = x.contiguous(memory_format=torch.channels_last)
         x = run_maybe_checkpointed(self._stage1, x, enabled=self.with_cp)
-        xs = [x]
+        return self._transformer_stages([x])
+
+    def _transformer_stages(self, xs: list[torch.Tensor], entered: bool = False) -> tuple[torch.Tensor, ...]:
+        """Stage 1's branch maps → the `out_indices` outputs: stages 2-4, each its transition then its
+        modules. entered=True: `xs` went through transition1 already (lean mode streams stage 1 with it)."""
         for s in (2, 3, 4):
-            transition = getattr(self, f'transition{s - 1}')
-            xs = [(xs[min(i, len(xs) - 1)] if t is None else t(xs[min(i, len(xs) - 1)]))
-                  for i, t in enumerate(transition)]
+            if not (entered and s == 2):
+                transition = getattr(self, f'transition{s - 1}')
+                xs = [(xs[min(i, len(xs) - 1)] if t is None else t(xs[min(i, len(xs) - 1)]))
+                      for i, t in enumerate(transition)]
             for module in getattr(self, f'stage{s}'):
                 xs = module(xs)
         return tuple(xs[i] for i in self.out_indices)

@@ -610,14 +610,7 @@ def _lean_hrformer_forward(self, x: torch.Tensor) -> tuple:
     xs = _hrformer_stage1_streamed(self, x, self.lean_chunk_bytes)
     if xs is None:
         return type(self).forward(self, x)
-    for s in (2, 3, 4):
-        if s > 2:
-            transition = getattr(self, f'transition{s - 1}')
-            xs = [(xs[min(i, len(xs) - 1)] if t is None else t(xs[min(i, len(xs) - 1)]))
-                  for i, t in enumerate(transition)]
-        for module in getattr(self, f'stage{s}'):
-            xs = module(xs)
-    return tuple(xs[i] for i in self.out_indices)
+    return self._transformer_stages(xs, entered=True)
 
 
 # ---------------------------------------------------------------------------------------------------

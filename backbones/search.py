@@ -257,6 +257,7 @@ class CostModel:
         self.name = name
         self.table_path = Path(latency_table) if latency_table else None
         self._cache: dict[tuple[str, str], float] = {}
+        self._last_export: tuple[Optional[str], Optional[nn.Module]] = (None, None)
         self._table: dict = {}
         if self.table_path and self.table_path.exists():
             self._table = json.loads(self.table_path.read_text())
@@ -284,7 +285,10 @@ class CostModel:
         return all(self.cost(c, b.kind) <= b.limit for b in budgets)
 
     def _narrow(self, c: Candidate) -> nn.Module:
-        return c.export(self.backbone).eval()
+        """The exported network of `c`, built once for all the cost kinds asked of it in a row."""
+        if self._last_export[0] != c.key:
+            self._last_export = (c.key, c.export(self.backbone).eval())
+        return self._last_export[1]
 
     def _params(self, c: Candidate) -> float:
         return float(sum(p.numel() for p in self._narrow(c).parameters()))
@@ -618,7 +622,6 @@ class ConfigScorer:
         self.bn_batches = bn_batches
         self.train_loader = (Runner.build_dataloader(cfg.train_dataloader, seed=0)
                              if _batchnorms(self.backbone) and bn_batches else None)
-        self.evaluations = 0
         self._loaders: dict = {}
         self._calibration: Optional[list[torch.Tensor]] = None
 
@@ -626,7 +629,6 @@ class ConfigScorer:
     def __call__(self, c: Candidate) -> float:
         with self.at(c):
             metrics = self.evaluate(c.size)
-        self.evaluations += 1
         return self._pick(metrics)
 
     @contextlib.contextmanager
@@ -711,9 +713,10 @@ def _progress_printer(quiet: bool) -> Callable[[str], None]:
 def measure_exported(backbone: nn.Module, c: Candidate, size: tuple[int, int], threads: int,
                      repeats: int = 10) -> dict:
     """The benchmark's measurement (a fresh subprocess) of the exported sub-network: median latency and
-    steady peak activation memory with the fixed allocator (the memory model's reference)."""
+    steady peak activation memory with the fixed allocator (the memory model's reference), plus
+    `memory_total_bytes` = weights + input + that peak (what the memory budget's model predicts)."""
     from . import benchmark
-    from .memory import FIXED_MMAP_THRESHOLD
+    from .memory import FIXED_MMAP_THRESHOLD, _state_bytes
     narrow = c.export(backbone)
     cls = type(narrow)
     variant = f'{cls.ZOO_PREFIX}-{next(iter(cls.ARCHS))}'      # any variant of the family: arch replaced
@@ -724,6 +727,9 @@ def measure_exported(backbone: nn.Module, c: Candidate, size: tuple[int, int], t
                                                 malloc_mmap_threshold=FIXED_MMAP_THRESHOLD))
     if 'error' in record:
         raise RuntimeError(f'measurement of the exported sub-network failed: {record["error"]}')
+    if record.get('peak_mem_mib') is not None:
+        record['memory_total_bytes'] = int(_state_bytes(narrow) + 3 * size[0] * size[1] * 4
+                                           + record['peak_mem_mib'] * 2 ** 20)
     return record
 
 
@@ -890,11 +896,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     measured = {}
     for label, c, value in rows:
         m = None if args.no_measure else measure_exported(backbone, c, c.size or size, args.threads)
-        if m is not None and m.get('peak_mem_mib') is not None:
-            narrow = c.export(backbone)
-            h, w = c.size or size
-            m['memory_total_bytes'] = int(sum(t.numel() * t.element_size() for t in narrow.state_dict().values())
-                                          + 3 * h * w * 4 + m['peak_mem_mib'] * 2 ** 20)
         measured[label] = m
         report.append(f'| {label} | {list(c.widths)} | {list(c.depths) or "-"} | {_shown(c.size or size)} | '
                       f'{value:.4f} | ' + ' | '.join(_format_cost(k, costs.cost(c, k)) for k in kinds) +

@@ -369,7 +369,6 @@ def _exit(entry: _Entry, module: nn.Module, args: tuple, output: Any) -> None:
 
 
 def _pad_outputs(state: _SlimState, model: nn.Module, args: tuple, outputs: Any) -> Any:
-    _restore_depths(state)
     return pad_to_full(outputs, _channel_map(state, state.width))
 
 
