@@ -456,10 +456,29 @@ class RecomputedActivations:
 
 
 def recompute_activations(enabled: bool = True):
-    """`RecomputedActivations()` while autograd records (and not under compilation), else a no-op."""
-    if enabled and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+    """`RecomputedActivations()` while autograd records (not under compilation, not inside `checkpointed`),
+    else a no-op."""
+    if (enabled and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and not getattr(_CHECKPOINTED, 'depth', 0)):
         return RecomputedActivations()
     return contextlib.nullcontext()
+
+
+_CHECKPOINTED = threading.local()
+
+
+def checkpointed(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """`fn(x)` under a non-reentrant `torch.utils.checkpoint` (only x stored; `fn` recomputed in backward),
+    with `RecomputedActivations` off inside, in the forward and in the recomputation (its saved-tensor
+    hooks would shadow the checkpoint's and hold what the checkpoint is meant to drop)."""
+    def run(t: torch.Tensor) -> torch.Tensor:
+        _CHECKPOINTED.depth = getattr(_CHECKPOINTED, 'depth', 0) + 1
+        try:
+            return fn(t)
+        finally:
+            _CHECKPOINTED.depth -= 1
+
+    return checkpoint(run, x, use_reentrant=False)
 
 
 class _BatchNormGELU(torch.autograd.Function):

@@ -12,29 +12,64 @@ A block also declares, per tap, the layers that consume the tap's output first (
 tap name → attribute paths relative to the block, e.g. {'mixer_tap': ['attn.qkv'], 'mlp_tap':
 ['mlp.fc1']}), so that a linear mechanism can be folded into them exactly, and the backbone says which
 blocks share per-width parameters (`DenseBackbone.tap_groups()`).
+
+Recomputation (`tap.recompute`, set by mechanisms that freeze the backbone, e.g. adapters), in training
+with gradients: 'module' recomputes what the tap installs in backward instead of storing its
+intermediates; 'branch' recomputes the whole branch the tap feeds — a block runs each branch through its
+tap (`tap.feed(consumer, x, norm)` for norm → tap → consumer, `tap.branch(fn, x)` where the tap sits deeper
+inside `fn`, e.g. after a mixer's padding), so that only the branch input x is stored (non-reentrant
+checkpoint, which stops recomputing once the tensors backward needs exist again; dropout masks replay the
+same random state). A frozen backbone's layers store nothing for weight gradients, so the MLP's 4·C-wide
+hidden activation is most of what its branch keeps (recomputing it costs one fc1), and the attention
+scores most of what a window-attention branch keeps (recomputing them costs the branch's forward again).
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
+
+from ._layers import checkpointed
 
 TAP_NAMES = ('mixer_tap', 'mlp_tap')
 
 
 class Tap(nn.Module):
-    """Identity until `install(module)`; then `module(x)`. (..., C) → (..., C)."""
+    """Identity until `install(module)`; then `module(x)`. (..., C) → (..., C).
+
+    `recompute`: False, 'module' or 'branch' (module docstring)."""
+
+    RECOMPUTE = (False, 'module', 'branch')
 
     def __init__(self):
         super().__init__()
         self.inner: Optional[nn.Module] = None
+        self.recompute: 'bool | str' = False
 
     def install(self, module: Optional[nn.Module]) -> None:
         self.inner = module
 
+    def _recomputing(self, level: str) -> bool:
+        return self.recompute == level and self.training and torch.is_grad_enabled()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.inner is None else self.inner(x)
+        if self.inner is None:
+            return x
+        if self._recomputing('module'):
+            return checkpointed(self.inner, x)
+        return self.inner(x)
+
+    def branch(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """`fn(x)`, the branch this tap sits in (`fn` calls the tap); recomputed in backward under 'branch'."""
+        if self._recomputing('branch'):
+            return checkpointed(fn, x)
+        return fn(x)
+
+    def feed(self, consumer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+             norm: Optional[nn.Module] = None) -> torch.Tensor:
+        """`consumer(self(norm(x)))`: the branch this tap feeds (norm optional), see `branch`."""
+        return self.branch(lambda t: consumer(self(t if norm is None else norm(t))), x)
 
 
 def tapped_blocks(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:

@@ -21,6 +21,13 @@ stream before norm2 (not mergeable); here, as in the official ViT, it sits after
 FocalNet's post-LN variants (`use_postln`) there is no pre-norm input: the taps sit on the
 modulation's / MLP's input (the un-normalised stream) and fold into the same consumers.
 
+Training memory: the frozen backbone stores nothing for weight gradients, and with `recompute=True` (the
+default) each block's MLP branch (norm, adapter, fc1, activation) and each mixer-side adapter are
+recomputed in backward instead of stored (`_taps.Tap`): per block only the branch input is kept, not the
+4·C-wide hidden activation; it costs one fc1 per block in backward. `recompute='all'` recomputes the token
+mixer's branch as well (its attention scores: HRFormer's memory is mostly those) at the cost of its forward
+again; `recompute=False` stores everything as usual.
+
 `adapter=dict(type='LoRA', bottleneck=r)` puts a rank-r LoRA on the same consumers instead (the
 baseline of tools/transfer_experiment.py; merged the same way).
 
@@ -47,13 +54,16 @@ __all__ = ['ARCAdapter', 'LoRADelta', 'AdapterError', 'merge_adapters', 'adapter
 
 ADAPTER_TYPES = ('ARC', 'LoRA')
 PLACES = {'mixer': 'mixer_tap', 'mlp': 'mlp_tap'}
-DEFAULT_CFG: dict[str, Any] = dict(type='ARC', bottleneck=50, dropout=0.1, places=('mixer', 'mlp'))
+DEFAULT_CFG: dict[str, Any] = dict(type='ARC', bottleneck=50, dropout=0.1, places=('mixer', 'mlp'),
+                                   recompute=True)
 SHARED_ATTR = 'adapter_shared'
 STATE_ATTR = '_adapter_state'
 MERGED_ATTR = '_adapters_merged'
 LORA_ATTR = 'lora'
 ADAPTER_KEY_PATTERNS = (rf'^{SHARED_ATTR}\.', r'(^|\.)({})\.inner\.'.format('|'.join(TAP_NAMES)),
                         rf'\.{LORA_ATTR}\.lora_[ab]$')
+# `recompute=` → (mixer_tap, mlp_tap) recomputation levels (`_taps.Tap`)
+RECOMPUTE_LEVELS = {True: ('module', 'branch'), 'all': ('branch', 'branch'), False: (False, False)}
 FILE_FORMAT = 'backbones-adapters'
 FILE_VERSION = 1
 assert set(PLACES.values()) == set(TAP_NAMES)
@@ -167,6 +177,8 @@ def resolve_adapter_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
     bad = [q for q in places if q not in PLACES]
     if bad or not places or len(set(places)) != len(places):
         raise _bad('places', places, f'distinct entries of {sorted(PLACES)}', f' (unknown: {bad})' if bad else '')
+    if not (isinstance(out['recompute'], bool) or out['recompute'] == 'all'):
+        raise _bad('recompute', out['recompute'], "True (the MLP branches), 'all' (every branch) or False")
     out['places'] = places
     out['dropout'] = float(p)
     return out
@@ -217,6 +229,9 @@ def apply_adapter(model: nn.Module, cfg: Mapping[str, Any]) -> None:
         model.add_module(SHARED_ATTR, _install_arc(blocks, groups, widths, cfg))
     else:
         _install_lora(blocks, cfg)
+    for block in blocks.values():
+        for tap_name, level in zip(TAP_NAMES, RECOMPUTE_LEVELS[cfg['recompute']]):
+            getattr(block, tap_name).recompute = level
     model.__dict__[STATE_ATTR] = dict(cfg=cfg, trainable_before=trainable_before,
                                       norm_eval=getattr(model, 'norm_eval', False))
     model.norm_eval = True
@@ -312,6 +327,7 @@ def _merge_backbone(backbone: nn.Module) -> None:
                 for consumer in consumers:
                     _fold(consumer, m, b)
                 tap.install(None)
+            tap.recompute = False
             for consumer in consumers:
                 if hasattr(consumer, LORA_ATTR):
                     _fold_lora(consumer)

@@ -378,9 +378,15 @@ def _key(r: dict) -> tuple:
 def benchmark(variants: list[str], sizes: list[tuple[int, int]], batches: list[int], modes: list[str],
               threads: list[int], dtypes: list[str], compile_modes: list[bool], compare: bool,
               device: str = 'cpu', warmup: int = 2, repeats: int = 5, arch_overrides: Optional[dict] = None,
-              rounds: int = 1, log=print) -> list[dict]:
+              rounds: int = 1, log=print, model_kwargs: Optional[dict] = None, vs_plain: bool = False
+              ) -> list[dict]:
     """Every combination, ours (and the peer with `compare`), one subprocess each, run one after another;
-    `rounds` > 1 repeats the subprocesses, alternating peer/ours order, and pools the timings."""
+    `rounds` > 1 repeats the subprocesses, alternating peer/ours order, and pools the timings.
+    `model_kwargs`: mechanism keywords for ours (e.g. {'adapter': {'type': 'ARC'}}, {'lean': True}); with
+    `vs_plain` ours is compared with itself built without them (records of impl 'plain' in the peer's
+    place: speed and memory ratios, outputs not compared)."""
+    if compare and vs_plain:
+        raise ValueError('benchmark: compare (peer) and vs_plain are exclusive')
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         for variant in variants:
@@ -390,7 +396,8 @@ def benchmark(variants: list[str], sizes: list[tuple[int, int]], batches: list[i
                         for n_threads in threads:
                             for dtype in dtypes:
                                 for comp in compile_modes:
-                                    impls = ('peer', 'ours') if compare else ('ours',)
+                                    impls = ('peer', 'ours') if compare else ('plain', 'ours') if vs_plain \
+                                        else ('ours',)
                                     runs: dict[str, list[dict]] = {i: [] for i in impls}
                                     for round_ in range(rounds):
                                         # alternate the order so that drift of the machine hits both
@@ -398,16 +405,24 @@ def benchmark(variants: list[str], sizes: list[tuple[int, int]], batches: list[i
                                             outputs_path = (os.path.join(tmp, f'{impl}.pt')
                                                             if compare and mode == 'infer' and round_ == 0
                                                             else None)
-                                            cfg = Config(variant=variant, impl=impl, mode=mode, size=size,
+                                            cfg = Config(variant=variant, impl='ours' if impl == 'plain' else impl,
+                                                         mode=mode, size=size,
                                                          batch=batch, threads=n_threads, dtype=dtype,
                                                          compile=comp, device=device, warmup=warmup,
                                                          repeats=repeats, compare=compare,
                                                          arch_overrides=arch_overrides or {},
-                                                         outputs_path=outputs_path)
-                                            rec = measure(cfg)
+                                                         outputs_path=outputs_path,
+                                                         model_kwargs={} if impl == 'plain' else
+                                                         dict(model_kwargs or {}))
+                                            rec = dict(measure(cfg), impl=impl)
                                             log(_one_line(rec))
                                             runs[impl].append(rec)
                                     group = [_merge_rounds(runs[i]) for i in impls]
+                                    if vs_plain and not any('error' in g for g in group):
+                                        plain, ours = group
+                                        ours['speedup_vs_peer'] = plain['median_ms'] / ours['median_ms']
+                                        ours['mem_ratio_vs_peer'] = (ours['peak_mem_mib'] / plain['peak_mem_mib']
+                                                                     if plain['peak_mem_mib'] > 0 else None)
                                     if compare and len(group) == 2 and not any('error' in g for g in group):
                                         peer, ours = group
                                         ours['speedup_vs_peer'] = peer['median_ms'] / ours['median_ms']
@@ -456,11 +471,12 @@ def format_table(records: list[dict]) -> str:
             'speed x', 'ours MiB', 'peer MiB', 'mem x', 'max |diff|')
     rows = [head]
     for key, impls in by_key.items():
-        ours, peer = impls.get('ours'), impls.get('peer')
+        ours, peer = impls.get('ours'), impls.get('peer', impls.get('plain'))
         cell = (lambda r: f"{r['median_ms']:.1f} ({r['iqr_ms']:.1f})" if r else '-')
         diff = ours.get('max_abs_diff_vs_peer') if ours else None
         rows.append((key[0], key[1], f'{key[2][0]}x{key[2][1]}', str(key[3]), str(key[4]), key[5],
-                     'yes' if key[6] else 'no', cell(ours), PEERS.get(_family_of_safe(key[0]), '-') if peer else '-',
+                     'yes' if key[6] else 'no', cell(ours),
+                     ('ours, plain' if peer['impl'] == 'plain' else PEERS.get(_family_of_safe(key[0]), '-')) if peer else '-',
                      cell(peer),
                      f"{ours['speedup_vs_peer']:.2f}" if ours and 'speedup_vs_peer' in ours else '-',
                      f"{ours['peak_mem_mib']:.0f}" if ours else '-', f"{peer['peak_mem_mib']:.0f}" if peer else '-',
@@ -501,6 +517,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--arch', type=json.loads, default={},
                         help='JSON overrides of the variant, e.g. \'{"focal_windows": [9, 9, 9, 9]}\'')
     parser.add_argument('--compare', action='store_true', help='also run the peer implementation, same weights')
+    parser.add_argument('--model-kwargs', type=json.loads, default={},
+                        help='JSON mechanism keywords for ours, e.g. \'{"adapter": {"type": "ARC"}}\' or \'{"lean": true}\'')
+    parser.add_argument('--vs-plain', action='store_true',
+                        help='compare ours with --model-kwargs against ours without them (the "peer" columns)')
     parser.add_argument('--json', default='benchmark.json', help='where to write every record')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -515,7 +535,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print('note: fewer than 5 repeats; medians are less reliable', file=sys.stderr)
     records = benchmark(args.variants, args.size, args.batch, args.mode, args.threads, args.dtype,
                         [c == 'compile' for c in args.compile], args.compare, args.device, args.warmup,
-                        args.repeats, args.arch, args.rounds)
+                        args.repeats, args.arch, args.rounds, model_kwargs=args.model_kwargs,
+                        vs_plain=args.vs_plain)
     print()
     print(format_table(records))
     with open(args.json, 'w') as f:

@@ -14,6 +14,7 @@
     backbones fit VARIANT --budget 256MB --size 512x512 [--allow-resize] [--out DIR]
     backbones search CONFIG CHECKPOINT --budget latency=120ms|memory=256MB|params=10M|macs=2G --out DIR
                      [--population 50] [--generations 20] [--evolve-space [--rounds 2]] [--seed 0]
+                     [--ranks 1.0 0.9 0.7 0.5]   (rank ratio per stage: lowrank= beside slimmable=)
 
 `tools/download.py`, `tools/convert.py`, `tools/publish.py` and `tools/swap_backbone.py` are thin wrappers.
 """
@@ -234,19 +235,22 @@ def cmd_export_width(args: argparse.Namespace) -> int:
 
 
 def export_files(config: str, state: dict, width, depths, out: str, stem: str, source: str,
-                 size: Optional[tuple[int, int]] = None) -> tuple[Path, Path]:
+                 size: Optional[tuple[int, int]] = None, ranks: Optional[list] = None) -> tuple[Path, Path]:
     """`slimming.export_model` of a config's model and its state dict, written as OUT/STEM.py and a hashed
     checkpoint beside it (the config loads it); with `size` (H, W) its val / test pipelines resize images to
-    it. Returns (config path, checkpoint path)."""
+    it; `ranks`: the rank ratio per stage of a backbone with low-rank layers (None: the built ones).
+    Returns (config path, checkpoint path)."""
     from mmengine.config import Config
     from .slimming import export_model
     cfg = Config.fromfile(config)
     state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    model_cfg, narrow_state, narrow = export_model(cfg.model.to_dict(), state, width, depths)
+    model_cfg, narrow_state, narrow = export_model(cfg.model.to_dict(), state, width, depths, ranks)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = dict(exported_from=source, width=width, depths=list(depths) if depths else None,
                 input_size=list(size) if size else None, backbones_version=_version())
+    if getattr(narrow, 'lowrank_cfg', None):
+        meta['ranks'] = list(narrow.lowrank_cfg['ratio'])
     final, sha = _write_hashed({'state_dict': narrow_state, 'meta': meta}, str(out_dir), stem)
     cfg.model = model_cfg
     cfg.load_from = str(Path(final).resolve())
@@ -263,7 +267,8 @@ def export_files(config: str, state: dict, width, depths, out: str, stem: str, s
     params = sum(p.numel() for p in narrow.parameters())
     shown = f'{width:g}' if isinstance(width, (int, float)) else str(width)
     _print(f'wrote {config_path} and {final} (backbone {params / 1e6:.2f} M parameters at width {shown}'
-           + (f', depths {list(depths)}' if depths else '') + f', output channels {narrow.out_channels})')
+           + (f', depths {list(depths)}' if depths else '') + (f', ranks {meta["ranks"]}' if 'ranks' in meta else '')
+           + f', output channels {narrow.out_channels})')
     return config_path, Path(final)
 
 

@@ -128,13 +128,13 @@ class FocalNetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_postln:
-            x = add_residual(x, self.drop_path(self._scale(self.norm1(self.modulation(self.mixer_tap(x))),
+            x = add_residual(x, self.drop_path(self._scale(self.norm1(self.mixer_tap.feed(self.modulation, x)),
                                                            'gamma_1')), self.norm1)
-            return add_residual(x, self.drop_path(self._scale(self.norm2(self.mlp(self.mlp_tap(x))), 'gamma_2')),
+            return add_residual(x, self.drop_path(self._scale(self.norm2(self.mlp_tap.feed(self.mlp, x)), 'gamma_2')),
                                 self.norm2)
-        x = add_residual(x, self.drop_path(self._scale(self.modulation(self.mixer_tap(self.norm1(x))), 'gamma_1')),
+        x = add_residual(x, self.drop_path(self._scale(self.mixer_tap.feed(self.modulation, x, self.norm1), 'gamma_1')),
                          self.modulation)
-        return add_residual(x, self.drop_path(self._scale(self.mlp(self.mlp_tap(self.norm2(x))), 'gamma_2')),
+        return add_residual(x, self.drop_path(self._scale(self.mlp_tap.feed(self.mlp, x, self.norm2), 'gamma_2')),
                             self.mlp)
 
 

@@ -227,9 +227,10 @@ class HRFormerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         tokens = nchw_to_nlc(x)
-        attn = self.attn(self.norm1(tokens).reshape(n, h, w, c), tap=self.mixer_tap).reshape(n, h * w, c)
+        attn = self.mixer_tap.branch(
+            lambda t: self.attn(self.norm1(t).reshape(n, h, w, c), tap=self.mixer_tap).reshape(n, h * w, c), tokens)
         tokens = add_residual(tokens, self.drop_path(attn), self.attn)
-        ffn = self.ffn(nlc_to_nchw(self.mlp_tap(self.norm2(tokens)), (h, w)))
+        ffn = self.mlp_tap.feed(lambda y: self.ffn(nlc_to_nchw(y, (h, w))), tokens, self.norm2)
         tokens = add_residual(tokens, self.drop_path(nchw_to_nlc(ffn)), self.ffn)
         return nlc_to_nchw(tokens, (h, w))
 

@@ -19,6 +19,16 @@ it is loaded (`load_pretrained` → `adapt_state_dict`, SVD of the checkpoint's 
 model starts from the pretrained one whatever the order; a checkpoint already in the low-rank layout
 loads as is. Without a checkpoint the factors come from the SVD of the family's own initialisation.
 
+With `slimmable=` (Scala, `backbones.slimming`) the two compose on every family: the low-rank layers are
+built first (this mechanism runs before `slimmable=`), and the slimming plan slices a low-rank layer where
+it would slice the dense one (input channels → columns of `first`, output channels → rows of `last` and
+the bias, the same Isolated Activation side). A sub-network also takes a rank ratio ρ per stage
+(`set_width(model, width, depths, ranks=[...])`): each low-rank layer then uses its first k components
+(rows of `first`, the k×k top-left block of `middle`, columns of `last`; the SVD orders them by singular
+value) with k = rank_for(ρ, active in, active out) — the rank a natively narrow model built with
+`lowrank=dict(ratio=ρ)` has, so `export_width` is exact and its config carries `lowrank=dict(ratio=[...])`.
+`skip_larger=True` is refused with `slimmable=` (which layers stay dense would depend on the width).
+
 `python -m backbones.lowrank VARIANT... [--ratios 1 0.9 0.7 0.5 0.3] [--checkpoint C]` (or
 `backbones lowrank ...`) prints output error, parameters and predicted peak memory against the ratio.
 """
@@ -200,32 +210,38 @@ def _stage_of_modules(model: DenseBackbone, num_stages: int) -> dict[int, int]:
     return owner
 
 
-@register_mechanism('lowrank', order=20)
+@register_mechanism('lowrank', order=5)
 def apply_lowrank(model: DenseBackbone, cfg: Any, svd_cache: Optional[dict] = None) -> None:
     """Replace every factorisable layer by its low-rank form (per-stage ratio); layers outside any stage
     keep the last stage's ratio. `skip_larger`: keep a layer dense when the factors would hold more
-    parameters than it. Records `model.lowrank_cfg` and `model.lowrank_layers` (name → rank).
-    `svd_cache` (layer name → dict): share SVDs between calls on copies of one model (`fit_budget`)."""
+    parameters than it. Records `model.lowrank_cfg`, `model.lowrank_layers` (name → rank) and
+    `model.lowrank_stages` (name → the stage whose ratio it takes).
+    `svd_cache` (layer name → dict): share SVDs between calls on copies of one model (`fit_budget`).
+    Runs before `slimmable=` (order 5 < 10), whose plan then slices the low-rank layers."""
     if getattr(model, '_slim_state', None) is not None:
-        raise NotImplementedError(f'{type(model).__name__}: lowrank= with slimmable= is not supported yet (the '
-                                  'slimming plan slices the dense layers that lowrank= replaces); use one of them')
+        raise NotImplementedError(f'{type(model).__name__}: lowrank= on a model already built slimmable; pass '
+                                  'both keywords to the constructor (the low-rank layers are built first)')
     num_stages = _num_stages(model)
     spec = parse_lowrank(cfg, num_stages)
     owner = _stage_of_modules(model, num_stages)
     replaced: dict[str, int] = {}
+    stages: dict[str, int] = {}
     for name, module in list(model.named_modules()):
         if not name or not factorisable(module):
             continue
         d_in, d_out = _dense_shape(module)
-        rank = rank_for(spec['ratio'][owner.get(id(module), num_stages - 1)], d_in, d_out)
+        stage = owner.get(id(module), num_stages - 1)
+        rank = rank_for(spec['ratio'][stage], d_in, d_out)
         if spec['skip_larger'] and rank * (d_in + d_out + rank) >= d_in * d_out:
             continue
         parent_name, _, child = name.rpartition('.')
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, lowrank_of(module, rank, None if svd_cache is None else svd_cache.setdefault(name, {})))
         replaced[name] = rank
+        stages[name] = stage
     model.lowrank_cfg = spec
     model.lowrank_layers = replaced
+    model.lowrank_stages = stages
     model.adapt_state_dict = types.MethodType(_adapt_with_factorisation, model)
 
 

@@ -63,6 +63,7 @@ def register_all_modules(init_default_scope: bool = False) -> None:
 
 # ---- Scala training (backbones.slimming) ------------------------------------------------------------
 import functools  # noqa: E402
+from typing import Optional, Sequence  # noqa: E402
 
 from mmengine.model import BaseModel  # noqa: E402
 from mmengine.registry import LOOPS as MMENGINE_LOOPS  # noqa: E402
@@ -95,10 +96,16 @@ class ScalaModel(BaseModel):
     heatmaps of `head` (MSE: heatmaps are not distributions). Two-stage detectors are refused: their
     second stage sees other proposals at each width, so outputs do not correspond.
     Validation and test run at `val_width`; `backbones.ScalaValLoop` reports several widths.
+
+    `rank_ratios` (a backbone built with `lowrank=` as well, MCUFormer's rank search space): the passes
+    below width 1 also draw one rank ratio per stage from these values (those up to the built ratio of the
+    stage), so that the supernet's truncated low-rank layers (`set_width(..., ranks=...)`, the search's
+    `--ranks`) are trained sub-networks too; None trains the built ranks only.
     """
 
     def __init__(self, model=None, warmup_iters: int = 0, distill: str = 'auto', distill_weight: float = 1.0,
-                 val_width: float = 1.0, seed: int = 0, init_cfg=None, task: str | None = None, **task_cfg):
+                 val_width: float = 1.0, seed: int = 0, init_cfg=None, task: str | None = None,
+                 rank_ratios: Optional[Sequence[float]] = None, **task_cfg):
         import random
         from . import slimming
         if (model is None) == (task is None):
@@ -127,8 +134,26 @@ class ScalaModel(BaseModel):
             raise ValueError(f"ScalaModel: distill={distill!r}; accepted: 'auto' or one of {slimming.DISTILL_KINDS}")
         self.distill, self.distill_weight, self.warmup_iters = distill, float(distill_weight), int(warmup_iters)
         self.val_width = val_width
+        self.rank_choices = self._rank_choices(backbone, rank_ratios)
         self._rng = random.Random(seed)
         self._iter = 0
+
+    @staticmethod
+    def _rank_choices(backbone, rank_ratios) -> Optional[list[list[float]]]:
+        """Per stage, the rank ratios a pass may draw (None: the built ranks only)."""
+        from . import slimming
+        if rank_ratios is None:
+            return None
+        built = slimming.rank_ratios(backbone)
+        values = sorted({float(r) for r in rank_ratios})
+        if not built:
+            raise ValueError('ScalaModel: rank_ratios needs a backbone built with lowrank=dict(ratio=...) too')
+        if not values or any(not 0 < r <= 1 for r in values):
+            raise ValueError(f'ScalaModel: rank_ratios must be values in (0, 1], got {list(rank_ratios)}')
+        choices = [[r for r in values if r <= top] for top in built]
+        if not all(choices):
+            raise ValueError(f'ScalaModel: rank_ratios {values} leave a stage no value (built ratios {built})')
+        return choices
 
     @property
     def backbone(self):
@@ -171,7 +196,9 @@ class ScalaModel(BaseModel):
                 # logged by role (the drawn widths vary): full, upper / lower half of the grid, smallest
                 role = ('full' if width == 1.0 else 'smallest' if width == grid[0]
                         else 'upper' if width >= (grid[0] + 1) / 2 else 'lower')
-                slimming.set_width(backbone, width)
+                ranks = None if width == 1.0 or self.rank_choices is None else \
+                    [self._rng.choice(c) for c in self.rank_choices]
+                slimming.set_width(backbone, width, ranks=ranks)
                 with optim_wrapper.optim_context(self):
                     losses, out = self._loss_and_head_output(data['inputs'], data['data_samples'])
                     loss, parsed = self.parse_losses(losses)

@@ -222,8 +222,14 @@ class S3Block(nn.Module):
 
     def forward(self, x: torch.Tensor, layouts: Optional[dict] = None) -> torch.Tensor:
         """`layouts`: a cache shared by the blocks of one stage in one forward (see `layout`)."""
+        layout = self.layout(x.shape[1], x.shape[2], x.device, layouts)
+        x = add_residual(x, self.drop_path(self.mixer_tap.branch(lambda t: self._attention_branch(t, layout), x)),
+                         self.attn)
+        return add_residual(x, self.drop_path(self.mlp_tap.feed(self.mlp, x, self.norm2)), self.mlp)
+
+    def _attention_branch(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        """(N, H, W, C) → (N, H, W, C): norm1, padding, `mixer_tap`, shifted window attention, crop."""
         n, h, w, _ = x.shape
-        layout = self.layout(h, w, x.device, layouts)
         window, shift = layout.window, layout.shift
         y = self.norm1(x)
         pad_h, pad_w = (-h) % window, (-w) % window
@@ -238,8 +244,7 @@ class S3Block(nn.Module):
             y = torch.roll(y, (shift, shift), (1, 2))
         if pad_h or pad_w:
             y = y[:, :h, :w].contiguous()
-        x = add_residual(x, self.drop_path(y), self.attn)
-        return add_residual(x, self.drop_path(self.mlp(self.mlp_tap(self.norm2(x)))), self.mlp)
+        return y
 
 
 class PatchMerging(nn.Module):

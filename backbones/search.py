@@ -4,9 +4,12 @@ code copied).
 
 A backbone built with `slimmable=` (and trained with Scala, `backbones.ScalaModel`) is a weight-sharing
 supernet: every sub-network — a trained width ratio per width group (`slimming.width_groups`: per stage,
-per branch in HRFormer) and a kept depth per stage where the family can drop trailing blocks
-(`slimming.depth_stages`) — runs with inherited weights (`slimming.set_width`) and exports exactly
-(`slimming.export_width`). This module searches that space:
+per branch in HRFormer), a kept depth per stage where the family can drop trailing blocks
+(`slimming.depth_stages`) and, when the backbone also has MCUFormer's low-rank layers (`lowrank=` beside
+`slimmable=`), a rank ratio per stage (`slimming.rank_ratios`: each low-rank layer keeps its first
+rank_for(ρ, active in, active out) SVD components) — runs with inherited weights (`slimming.set_width`)
+and exports exactly (`slimming.export_width`, the export built with `lowrank=dict(ratio=[ρ per stage])`).
+The input size can be one more dimension. This module searches that space:
 
     SearchSpace       the values each dimension may take; sample / mutate / crossover / narrow
     Budget            'latency=120ms' | 'memory=256MB' | 'params=10M' | 'macs=2G' (several may be combined)
@@ -25,7 +28,10 @@ per branch in HRFormer) and a kept depth per stage where the family can drop tra
                       statistics recalibrated on training batches per candidate where the backbone has BN)
 
 `backbones search CONFIG CHECKPOINT --budget ...` (`main`) runs it on an mmdet / mmseg / mmpose model and
-exports the winner as a standalone config + checkpoint (`slimming.export_model`).
+exports the winner as a standalone config + checkpoint (`slimming.export_model`). `--ranks 1.0 0.9 0.7 0.5`
+gives the rank ratio values a stage may take (values above a stage's built ratio are dropped for it);
+without it a low-rank supernet's ranks stay at the built ratios (a one-value dimension). The costs, the
+report, the JSONL log, the resumable state and `--evolve-space` (one more dimension) all carry them.
 """
 from __future__ import annotations
 
@@ -67,53 +73,68 @@ def _shown(v: Any) -> str:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One sub-network: a width ratio per width group, a kept depth per depth stage (() if none) and,
-    when the input size is searched, the (H, W) it runs at (None: the config's)."""
+    """One sub-network: a width ratio per width group, a kept depth per depth stage (() if none), when
+    the input size is searched the (H, W) it runs at (None: the config's), and with low-rank layers a
+    rank ratio per stage (() : the built ratios)."""
     widths: tuple[float, ...]
     depths: tuple[int, ...] = ()
     size: Optional[Size] = None
+    ranks: tuple[float, ...] = ()
 
     @property
     def key(self) -> str:
         return ('w' + ','.join(f'{w:g}' for w in self.widths)
                 + ('|d' + ','.join(map(str, self.depths)) if self.depths else '')
+                + ('|r' + ','.join(f'{r:g}' for r in self.ranks) if self.ranks else '')
                 + (f'|s{self.size[0]}x{self.size[1]}' if self.size else ''))
 
     def values(self) -> tuple:
-        return tuple(self.widths) + tuple(self.depths) + ((self.size,) if self.size else ())
+        """In the order of `SearchSpace.dimensions`: widths, depths, ranks, size."""
+        return tuple(self.widths) + tuple(self.depths) + tuple(self.ranks) + ((self.size,) if self.size else ())
 
     def apply(self, backbone: nn.Module) -> None:
         """Run `backbone` (slimmable) as this sub-network."""
-        slimming.set_width(backbone, list(self.widths), list(self.depths) if self.depths else None)
+        slimming.set_width(backbone, list(self.widths), list(self.depths) if self.depths else None,
+                           list(self.ranks) if self.ranks else None)
 
     def export(self, backbone: nn.Module) -> nn.Module:
-        return slimming.export_width(backbone, list(self.widths), list(self.depths) if self.depths else None)
+        return slimming.export_width(backbone, list(self.widths), list(self.depths) if self.depths else None,
+                                     list(self.ranks) if self.ranks else None)
 
     def as_dict(self) -> dict:
-        return dict(widths=list(self.widths), depths=list(self.depths), size=list(self.size) if self.size else None)
+        d = dict(widths=list(self.widths), depths=list(self.depths), size=list(self.size) if self.size else None)
+        if self.ranks:                      # absent without low-rank layers (older state files stay valid)
+            d['ranks'] = list(self.ranks)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> 'Candidate':
         size = d.get('size')
         return cls(tuple(float(w) for w in d['widths']), tuple(int(x) for x in d.get('depths', ())),
-                   (int(size[0]), int(size[1])) if size else None)
+                   (int(size[0]), int(size[1])) if size else None, tuple(float(r) for r in d.get('ranks') or ()))
 
 
 @dataclass
 class SearchSpace:
     """Allowed values per dimension: `widths[i]` for width group `groups[i]`, `depths[k]` for depth
-    stage k (empty when the depth is not searched), `sizes` the input sizes (empty: not searched)."""
+    stage k (empty when the depth is not searched), `sizes` the input sizes (empty: not searched),
+    `ranks[k]` the rank ratios of stage k's low-rank layers (empty: the backbone has none)."""
     groups: list[str]
     widths: list[list[float]]
     depths: list[list[int]] = field(default_factory=list)
     sizes: list[Size] = field(default_factory=list)
+    ranks: list[list[float]] = field(default_factory=list)
 
     @classmethod
     def of(cls, backbone: nn.Module, widths: Optional[Sequence[float]] = None, depth: bool = True,
-           min_depth: int = 1, sizes: Sequence[Size] = ()) -> 'SearchSpace':
+           min_depth: int = 1, sizes: Sequence[Size] = (), ranks: Optional[Sequence[float]] = None
+           ) -> 'SearchSpace':
         """The space of a slimmable backbone: its trained widths (or `widths`, a subset) for every width
         group; with `depth`, every kept depth from `min_depth` (at most the stage's) to the full depth;
-        `sizes`: input sizes to choose from (smallest area first)."""
+        `sizes`: input sizes to choose from (smallest area first). With low-rank layers (`lowrank=`), a
+        rank dimension per stage: the values of `ranks` up to that stage's built ratio (which always fit
+        the built rank), or only the built ratio when `ranks` is None. `ranks` without low-rank layers,
+        or leaving a stage no value, is refused."""
         grid = slimming.trained_widths(backbone)
         values = grid if widths is None else [w for w in grid if any(abs(w - v) < 1e-9 for v in widths)]
         if widths is not None and len(values) != len(set(widths)):
@@ -122,21 +143,23 @@ class SearchSpace:
         depths = ([list(range(min(min_depth, full), full + 1)) for full in slimming.depth_stages(backbone)]
                   if depth else [])
         ordered = sorted({(int(h), int(w)) for h, w in sizes}, key=lambda s: (s[0] * s[1], s))
-        return cls(groups, [list(values) for _ in groups], depths, ordered)
+        return cls(groups, [list(values) for _ in groups], depths, ordered, _rank_values(backbone, ranks))
 
     @property
     def dimensions(self) -> list[tuple[str, list]]:
         return ([(f'width[{g}]', v) for g, v in zip(self.groups, self.widths)]
                 + [(f'depth[{k}]', v) for k, v in enumerate(self.depths)]
+                + [(f'rank[{k}]', v) for k, v in enumerate(self.ranks)]
                 + ([('size', self.sizes)] if self.sizes else []))
 
     def size(self) -> int:
         return math.prod(len(v) for _, v in self.dimensions)
 
     def make(self, values: Sequence) -> Candidate:
-        n, m = len(self.widths), len(self.depths)
-        size = tuple(values[n + m]) if self.sizes else None
-        return Candidate(tuple(float(v) for v in values[:n]), tuple(int(v) for v in values[n:n + m]), size)
+        n, m, q = len(self.widths), len(self.depths), len(self.ranks)
+        size = tuple(values[n + m + q]) if self.sizes else None
+        return Candidate(tuple(float(v) for v in values[:n]), tuple(int(v) for v in values[n:n + m]), size,
+                         tuple(float(v) for v in values[n + m:n + m + q]))
 
     def contains(self, c: Candidate) -> bool:
         return len(c.values()) == len(self.dimensions) and all(
@@ -154,21 +177,51 @@ class SearchSpace:
         """Each dimension from one parent, chosen at random."""
         return self.make([rng.choice(pair) for pair in zip(a.values(), b.values())])
 
-    def uniform(self, width: float, size: Optional[Size] = None) -> Candidate:
-        """Every width group at `width`, every block kept, at `size` (default: the largest searched)."""
+    def uniform(self, width: float, size: Optional[Size] = None, rank: Optional[float] = None) -> Candidate:
+        """Every width group at `width`, every block kept, at `size` (default: the largest searched); each
+        stage's rank ratio its largest value up to `rank` (None: its largest; its smallest if none is)."""
         sizes = [size or self.sizes[-1]] if self.sizes else []
-        return self.make([width] * len(self.widths) + [max(v) for v in self.depths] + sizes)
+        ranks = [max([r for r in v if rank is None or r <= rank + 1e-9] or [min(v)]) for v in self.ranks]
+        return self.make([width] * len(self.widths) + [max(v) for v in self.depths] + ranks + sizes)
+
+    def smallest(self) -> Candidate:
+        """The smallest value of every dimension (sizes: the smallest area)."""
+        return self.make([min(v) if name != 'size' else v[0] for name, v in self.dimensions])
 
     def as_dict(self) -> dict:
-        return dict(groups=self.groups, widths=self.widths, depths=self.depths, sizes=[list(s) for s in self.sizes])
+        d = dict(groups=self.groups, widths=self.widths, depths=self.depths, sizes=[list(s) for s in self.sizes])
+        if self.ranks:                      # absent without low-rank layers (older state files stay valid)
+            d['ranks'] = self.ranks
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> 'SearchSpace':
         return cls(list(d['groups']), [list(map(float, v)) for v in d['widths']],
-                   [list(map(int, v)) for v in d.get('depths', [])], [tuple(s) for s in d.get('sizes', [])])
+                   [list(map(int, v)) for v in d.get('depths', [])], [tuple(s) for s in d.get('sizes', [])],
+                   [list(map(float, v)) for v in d.get('ranks') or []])
 
     def describe(self) -> str:
         return '; '.join(f'{name} ∈ {{{", ".join(map(_shown, values))}}}' for name, values in self.dimensions)
+
+
+def _rank_values(backbone: nn.Module, ranks: Optional[Sequence[float]]) -> list[list[float]]:
+    """Per stage of the low-rank layers: the values of `ranks` up to its built ratio (ascending), or the
+    built ratio alone; [] without low-rank layers."""
+    built = slimming.rank_ratios(backbone)
+    if ranks is None:
+        return [[float(r)] for r in built]
+    given = list(ranks)
+    if not built:
+        raise invalid_argument('search', '--ranks', given, 'no --ranks: the supernet has no low-rank layers '
+                               '(build its backbone with lowrank=dict(ratio=...) beside slimmable=)')
+    if not given or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1 for r in given):
+        raise invalid_argument('search', '--ranks', given, 'rank ratios in (0, 1]')
+    values = [sorted({float(r) for r in given if r <= b + 1e-9}) for b in built]
+    empty = [k for k, v in enumerate(values) if not v]
+    if empty:
+        raise invalid_argument('search', '--ranks', given, f'at least one value per stage up to its built ratio '
+                               f'{built}', f' (none for stage(s) {empty})')
+    return values
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -481,14 +534,18 @@ def evolve(space: SearchSpace, score: Callable[[Candidate], float], costs: CostM
 
 
 def uniform_within_budget(space: SearchSpace, costs: CostModel, budgets: Sequence[Budget]) -> Optional[Candidate]:
-    """The widest uniformly narrowed sub-network (one width everywhere, every block) within budget."""
-    for width in sorted(set().union(*map(set, space.widths)), reverse=True):
-        c = space.uniform(width)
-        try:
-            if costs.within(c, budgets):
-                return c
-        except slimming.NotExportableError:
-            continue
+    """The widest uniformly narrowed sub-network (one width everywhere, every block, each stage's largest
+    rank ratio) within budget; with searched ranks, when no width fits, the same with one lower rank
+    ratio everywhere (`SearchSpace.uniform`), from the largest down."""
+    levels = sorted(set().union(*map(set, space.ranks)), reverse=True) if space.ranks else [None]
+    for rank in levels:
+        for width in sorted(set().union(*map(set, space.widths)), reverse=True):
+            c = space.uniform(width, rank=rank)
+            try:
+                if costs.within(c, budgets):
+                    return c
+            except slimming.NotExportableError:
+                continue
     return None
 
 
@@ -522,8 +579,9 @@ def narrow_space(space: SearchSpace, errors: list[tuple[str, dict]]) -> SearchSp
             low, high = row.get(kept[0]), row.get(kept[-1])
             kept = kept[1:] if low >= high else kept[:-1]
         new.append(kept)
-    n, m = len(space.widths), len(space.depths)
-    return SearchSpace(list(space.groups), new[:n], new[n:n + m], new[n + m] if space.sizes else [])
+    n, m, q = len(space.widths), len(space.depths), len(space.ranks)
+    return SearchSpace(list(space.groups), new[:n], new[n:n + m], new[n + m + q] if space.sizes else [],
+                       new[n + m:n + m + q])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -721,6 +779,8 @@ def measure_exported(backbone: nn.Module, c: Candidate, size: tuple[int, int], t
     cls = type(narrow)
     variant = f'{cls.ZOO_PREFIX}-{next(iter(cls.ARCHS))}'      # any variant of the family: arch replaced
     kwargs = {k: v for k, v in narrow._init_arguments.items() if k not in ('arch', 'init_cfg', 'drop_path_rate')}
+    if getattr(narrow, 'lowrank_cfg', None):        # a mechanism keyword: not among the recorded arguments
+        kwargs['lowrank'] = dict(ratio=list(narrow.lowrank_cfg['ratio']))
     record = benchmark.measure(benchmark.Config(variant=variant, size=tuple(size), batch=1, threads=threads,
                                                 warmup=2, repeats=repeats, arch_overrides=narrow.arch_cfg,
                                                 model_kwargs=kwargs, steady_peak=True,
@@ -788,6 +848,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--widths', type=float, nargs='+', help='restrict the width values (trained widths)')
     parser.add_argument('--no-depth', action='store_true', help='keep every block (search widths only)')
+    parser.add_argument('--ranks', type=float, nargs='+',
+                        help='rank ratio values per stage, e.g. 1.0 0.9 0.7 0.5 (a supernet with lowrank= beside '
+                             'slimmable=; a stage takes those up to its built ratio); default: the built ratios')
     parser.add_argument('--min-depth', type=int, default=1, help='fewest blocks a stage keeps')
     parser.add_argument('--evolve-space', action='store_true',
                         help="S3: after each round, E-T error per dimension value, narrow the space, search again")
@@ -823,7 +886,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     for s in sizes:
         with_test_size(scorer.cfg.val_dataloader.dataset.pipeline, s)       # refused early where unsupported
     space = SearchSpace.of(backbone, args.widths, depth=not args.no_depth, min_depth=args.min_depth,
-                           sizes=sizes)
+                           sizes=sizes, ranks=args.ranks)
     costs = CostModel(backbone, size, threads=args.threads,
                       latency_table=args.latency_table or cache_dir() / 'search_latency.json',
                       name=f'{Path(args.config).stem}')
@@ -865,7 +928,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise ValueError(f'search: no sub-network of the space fits the budget {", ".join(map(str, budgets))} '
                              f'({result.rejected} drawn, all over budget); the smallest is '
                              + ', '.join(f'{k} {_format_cost(k, v)}' for k, v in
-                                         costs.costs(space.uniform(min(min(space.widths))), [b.kind for b in budgets]).items()))
+                                         costs.costs(space.smallest(), [b.kind for b in budgets]).items()))
         print(f'round {r + 1}: {len(result.records)} scored, {result.rejected} over budget; best {result.best_score:.4f} '
               f'{result.best.key}')
         report += [f'{len(result.records)} candidates scored, {result.rejected} drawn over budget (not scored); '
@@ -886,18 +949,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     uniform_score = scored(uniform) if uniform is not None else None
     kinds = [b.kind for b in budgets]
     rows = [('searched', winner, best['score'])] + ([('uniform', uniform, uniform_score)] if uniform else [])
+    with_ranks = bool(space.ranks)
     report += ['## Result', '', 'Costs "(model)" are the stated models\' (memory: weights + input + predicted '
                'activation peak); "measured" are the benchmark\'s, in a fresh process (latency: median, batch 1, '
                f'{args.threads} thread(s); memory: weights + input + the steady activation peak measured).', '',
-               '| sub-network | widths | depths | size | ' + scorer.metric + ' | ' +
-               ' | '.join(f'{k} (model)' for k in kinds) + ('' if 'params' in kinds else ' | params') +
+               '| sub-network | widths | depths | ' + ('ranks | ' if with_ranks else '') + 'size | ' + scorer.metric
+               + ' | ' + ' | '.join(f'{k} (model)' for k in kinds) + ('' if 'params' in kinds else ' | params') +
                ' | latency measured (ms) | memory measured (MiB) |',
-               '|---' * (7 + len(kinds) + ('params' not in kinds)) + '|']
+               '|---' * (7 + with_ranks + len(kinds) + ('params' not in kinds)) + '|']
     measured = {}
     for label, c, value in rows:
         m = None if args.no_measure else measure_exported(backbone, c, c.size or size, args.threads)
         measured[label] = m
-        report.append(f'| {label} | {list(c.widths)} | {list(c.depths) or "-"} | {_shown(c.size or size)} | '
+        report.append(f'| {label} | {list(c.widths)} | {list(c.depths) or "-"} | '
+                      + (f'{list(c.ranks)} | ' if with_ranks else '') + f'{_shown(c.size or size)} | '
                       f'{value:.4f} | ' + ' | '.join(_format_cost(k, costs.cost(c, k)) for k in kinds) +
                       ('' if 'params' in kinds else f' | {costs.cost(c, "params") / 1e6:.3f}M') + ' | ' +
                       (f'{m["median_ms"]:.1f}' if m else '-') + ' | ' +
@@ -906,7 +971,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     with scorer.at(winner):     # the weights as scored: BN statistics recalibrated for the winner
         state = {k: v.detach().clone() for k, v in scorer.runner.model.state_dict().items()}
     config_path, ckpt_path = export_files(args.config, state, list(winner.widths), list(winner.depths) or None,
-                                          str(out), 'winner', Path(args.checkpoint).name, size=winner.size)
+                                          str(out), 'winner', Path(args.checkpoint).name, size=winner.size,
+                                          ranks=list(winner.ranks) or None)
     figure = plot(records, budgets[0].kind, budgets[0].limit, scorer.metric, out / 'pareto.png',
                   [('searched', best['costs'][budgets[0].kind], best['score'])]
                   + ([('uniform', costs.cost(uniform, budgets[0].kind), uniform_score)] if uniform else []))

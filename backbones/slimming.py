@@ -33,6 +33,18 @@ Families contribute data only: `slimming_spec()` returns
     outputs: one group per forward output.
 Depth-wise convolutions (groups = channels) and LayerNorm shapes follow their sliced weights.
 
+Low-rank layers (`lowrank=`, MCUFormer, `backbones.lowrank`) compose with this mechanism: they are built
+first, and a LowRankLinear / LowRankConv1x1 at a declared module path is sliced where the dense layer would
+be (input channels → columns of `first`, output channels → rows of `last` and the bias, the same Isolated
+Activation side). The rank is one more dimension of a sub-network: `set_width(model, width, depths,
+ranks=[ρ per stage])` (None: the ratios the model was built with). Each low-rank layer then keeps its FIRST
+k components (rows of `first`, the k×k top-left block of `middle`, columns of `last`; the SVD
+initialisation orders them by singular value), k = lowrank.rank_for(ρ of its stage, active in, active
+out): the rank a natively narrow model built with `lowrank=dict(ratio=ρ)` gives that layer, so the export
+(`lowrank=dict(ratio=[...])` in its arguments and config) is exact at every width and depth too. A ρ whose
+k exceeds a layer's built rank is refused (not clamped); ratios up to the built ones always fit. Below
+width 1 every low-rank layer follows this rule, with the built ratios when no `ranks` is given.
+
 Deviation from the DeiT code of Scala: a fused q/k/v weight is sliced per projection and per head
 (q, k and v each keep c rows, c/heads per head), the layout of a natively narrow model; the DeiT code
 takes 3c contiguous rows, which only matters for its released DeiT weights.
@@ -52,8 +64,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import DenseBackbone, invalid_argument, register_mechanism
+from .lowrank import LowRankLinear, rank_for
 
-__all__ = ['NotExportableError', 'set_width', 'get_width', 'get_depths', 'width_groups', 'depth_stages', 'at_width', 'trained_widths', 'export_width', 'export_model', 'channel_map',
+__all__ = ['NotExportableError', 'set_width', 'get_width', 'get_depths', 'get_ranks', 'rank_ratios', 'width_groups',
+           'depth_stages', 'at_width', 'trained_widths', 'export_width', 'export_model', 'channel_map',
            'pad_to_full', 'scala_widths', 'is_slimmable', 'distillation_loss', 'SLIMMABLE_DEFAULTS']
 
 SLIMMABLE_DEFAULTS: dict[str, Any] = dict(min_width=0.25, step=1 / 16, widths=None, off_grid=False)
@@ -85,6 +99,19 @@ class _Group:
     kwargs: list = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _RankSeg:
+    """The rank dim of one low-rank layer (a dim-layout segment): its first k of `rank` components are kept,
+    k = rank_for(ρ of `stage`, active in, active out); a None layout is an unsliced dim of that size."""
+    path: str
+    stage: int
+    rank: int
+    in_features: int
+    out_features: int
+    in_layout: Optional[tuple]
+    out_layout: Optional[tuple]
+
+
 @dataclass
 class _Entry:
     """One module the mechanism slices: its own tensors, attributes and per-width BN statistics."""
@@ -95,15 +122,18 @@ class _Entry:
     groups: Optional[tuple] = None         # depth-wise conv: layout of dim 0 → `groups`
     bn: Optional[tuple] = None             # BatchNorm: layout of its statistics
     scale: Optional[float] = None          # attention: full-width softmax scale
+    lowrank: bool = False                  # a low-rank layer (its rank is sliced too)
     stack: list = field(default_factory=list)
 
 
 class _Width:
     """An active sub-network: a width ratio per free group (uniform or per stage / branch), the channel
-    counts that follow, the Isolated Activation side and BN statistics row per group, and the depth kept
-    per depth stage (None: every block)."""
+    counts that follow, the Isolated Activation side and BN statistics row per group, the depth kept
+    per depth stage (None: every block) and the rank ratio per stage of the low-rank layers (None: the
+    built ones)."""
 
-    def __init__(self, plan: '_Plan', ratio: 'float | dict[str, float]', depths: Optional[tuple] = None):
+    def __init__(self, plan: '_Plan', ratio: 'float | dict[str, float]', depths: Optional[tuple] = None,
+                 ranks: Optional[tuple] = None):
         free = [g.name for g in plan.groups.values() if g.of is None]
         ratios = {name: float(ratio) for name in free} if not isinstance(ratio, dict) else dict(ratio)
         uniform = len(set(ratios.values())) == 1
@@ -111,7 +141,8 @@ class _Width:
                                                   {k: v for k, v in ratios.items() if k in plan.free})
         self.depths = None if depths is None or all(d is None or d == full for d, full in
                                                     zip(depths, plan.full_depths)) else tuple(depths)
-        self.full = uniform and self.ratio == 1.0 and self.depths is None
+        self.ranks = None if ranks is None or tuple(ranks) == tuple(plan.rank_ratios) else tuple(ranks)
+        self.full = uniform and self.ratio == 1.0 and self.depths is None and self.ranks is None
         self.counts: dict[str, int] = {}
         self.front: dict[str, bool] = {}
         self.rows: dict[str, Optional[int]] = {}
@@ -142,6 +173,10 @@ class _Width:
                 out.append((offset, offset + seg))
                 offset += seg
                 continue
+            if isinstance(seg, _RankSeg):         # the first k components
+                out.append((offset, offset + self.rank_of(seg)))
+                offset += seg.rank
+                continue
             g = self._plan.groups[seg]
             c = self.counts[seg]
             front = self.front[seg]
@@ -167,6 +202,13 @@ class _Width:
 
     def count(self, dim_layout) -> int:
         return sum(b - a for a, b in self.ranges(dim_layout))
+
+    def rank_of(self, seg: _RankSeg) -> int:
+        """Components a low-rank layer keeps: rank_for(its stage's ratio, active in, active out)."""
+        ratio = (self.ranks or self._plan.rank_ratios)[seg.stage]
+        d_in = seg.in_features if seg.in_layout is None else self.count(seg.in_layout)
+        d_out = seg.out_features if seg.out_layout is None else self.count(seg.out_layout)
+        return rank_for(ratio, d_in, d_out)
 
     def kept_depth(self, stage: int) -> int:
         return self._plan.full_depths[stage] if self.depths is None or self.depths[stage] is None \
@@ -228,6 +270,10 @@ class _Plan:
                                            arch=[tuple(p) for p in g.get('arch', ())], kwargs=list(g.get('kwargs', ())))
         self.entries: list[_Entry] = []
         by_module: dict[int, _Entry] = {}
+        lowrank_cfg = getattr(model, 'lowrank_cfg', None)
+        self.rank_ratios: tuple = tuple(lowrank_cfg['ratio']) if lowrank_cfg else ()
+        self.rank_segs: list[_RankSeg] = []
+        lowrank_names = {id(m): n for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
         for path, layout in spec['tensors'].items():
             layout = tuple(_dim_layout(v, path) for v in (layout if isinstance(layout, tuple) else (layout,)))
             for dim_layout in layout:
@@ -241,7 +287,12 @@ class _Plan:
                                                        module, [])
                 self.entries.append(entry)
             if tensor_name is not None:
+                if isinstance(module, LowRankLinear):
+                    raise ValueError(f'{owner}.slimming_spec: {path}: declare the low-rank layer by its module path')
                 entry.tensors.append((tensor_name, layout))
+                continue
+            if isinstance(module, LowRankLinear):
+                self._add_lowrank(model, entry, lowrank_names[id(module)], layout)
                 continue
             channel_layout = (layout[0],)
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -255,6 +306,10 @@ class _Plan:
                     raise ValueError(f'{owner}.slimming_spec: {path}: only depth-wise grouped convolutions '
                                      f'can be sliced (groups {module.groups}, in {module.in_channels})')
                 entry.groups = layout[0]
+        for name in sorted(set(lowrank_names.values()) - {e.path for e in self.entries if e.lowrank}):
+            entry = _Entry(name, model.get_submodule(name), [])       # a layer no width reaches: rank only
+            self.entries.append(entry)
+            self._add_lowrank(model, entry, name, (None, None))
         for path, group in spec.get('scales', {}).items():
             module = model.get_submodule(path)
             g = self.groups[group]
@@ -289,6 +344,19 @@ class _Plan:
         if off_grid and any(e.bn for e in self.entries):
             raise invalid_argument(owner, 'slimmable', dict(off_grid=True), 'off_grid=False for a model with '
                                    'BatchNorm', ' (its statistics are kept per trained width)')
+
+    def _add_lowrank(self, model: nn.Module, entry: _Entry, name: str, layout: tuple) -> None:
+        """The tensors of a low-rank layer declared with its dense layout (out, in[, ...])."""
+        module = entry.module
+        out_l = layout[0]
+        in_l = layout[1] if len(layout) > 1 else None
+        seg = _RankSeg(name, model.lowrank_stages[name], module.rank, module.in_features, module.out_features,
+                       in_l, out_l)
+        self.rank_segs.append(seg)
+        entry.lowrank = True
+        entry.tensors += [('first', ((seg,), in_l)), ('middle', ((seg,), (seg,))), ('last', (out_l, (seg,)))]
+        if module.bias is not None:
+            entry.tensors.append(('bias', (out_l,)))
 
     def _check_shapes(self, model: nn.Module) -> None:
         full = _Width(self, 1.0)
@@ -401,8 +469,10 @@ def _install(model: DenseBackbone, state: _SlimState) -> None:
     if state.width.full:
         return
     state.handles.append(model.register_forward_pre_hook(functools.partial(_truncate_depths, state)))
-    if state.width.ratio != 1.0:
+    if state.width.ratio != 1.0 or state.width.ranks is not None:
         for e in state.plan.entries:
+            if state.width.ratio == 1.0 and not e.lowrank:        # width 1, other ranks: low-rank layers only
+                continue
             state.handles.append(e.module.register_forward_pre_hook(functools.partial(_enter, e, state)))
             state.handles.append(e.module.register_forward_hook(functools.partial(_exit, e), always_call=True))
     state.handles.append(model.register_forward_hook(functools.partial(_pad_outputs, state)))
@@ -474,6 +544,38 @@ def _check_depths(state: _SlimState, depths: Any, what: str = 'set_width') -> Op
     return tuple(f if d is None else int(d) for d, f in zip(depths, full))
 
 
+def _check_ranks(state: _SlimState, ranks: Any, what: str = 'set_width') -> Optional[tuple]:
+    """None (the built ratios) or one rank ratio in (0, 1] per stage of the low-rank layers."""
+    if ranks is None:
+        return None
+    built = state.plan.rank_ratios
+    if not built:
+        raise invalid_argument(what, 'ranks', ranks, 'None: the model has no low-rank layers (build it with '
+                               'lowrank=dict(ratio=...) besides slimmable=)')
+    if (not isinstance(ranks, (list, tuple)) or len(ranks) != len(built)
+            or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1 for r in ranks)):
+        raise invalid_argument(what, 'ranks', ranks, f'one rank ratio in (0, 1] per stage ({len(built)}; built '
+                               f'with {list(built)})')
+    return tuple(float(r) for r in ranks)
+
+
+def _sub_network(state: _SlimState, width: Any, depths: Any, ranks: Any, what: str
+                 ) -> tuple['float | dict[str, float]', _Width]:
+    """(checked width, the sub-network); a rank ratio whose k exceeds a layer's built rank is refused."""
+    ratio = _check_width(state, width, what)
+    kept = _check_depths(state, depths, what)
+    checked = _check_ranks(state, ranks, what)
+    w = _Width(state.plan, ratio, kept, checked)
+    if w.ranks is not None:
+        for seg in state.plan.rank_segs:
+            k = w.rank_of(seg)
+            if k > seg.rank:
+                raise invalid_argument(what, 'ranks', list(ranks), 'ratios whose rank fits every low-rank layer\'s '
+                                       f'built rank (built ratios {list(state.plan.rank_ratios)}; any ratio up to '
+                                       'those fits)', f' ({seg.path}: rank {k} > its built {seg.rank})')
+    return ratio, w
+
+
 # ---------------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------------
@@ -509,6 +611,10 @@ def apply_slimmable(model: DenseBackbone, cfg: Any) -> None:
             raise invalid_argument(owner, 'slimmable', cfg, 'min_width + k·step = 1 for an integer k',
                                    f' ({low:g} + k·{step:g} never reaches 1)')
         widths = [round(low + k * step, 9) for k in range(n)] + [1.0]
+    lowrank_cfg = getattr(model, 'lowrank_cfg', None)
+    if lowrank_cfg and lowrank_cfg.get('skip_larger'):
+        raise invalid_argument(owner, 'lowrank', dict(lowrank_cfg), "skip_larger=False together with slimmable=",
+                               ' (which layers stay dense would depend on the width)')
     spec_fn = getattr(model, 'slimming_spec', None)
     if spec_fn is None:
         raise NotImplementedError(f'{owner} does not declare its channel groups (slimming_spec); '
@@ -567,40 +673,52 @@ def get_depths(model: nn.Module) -> Optional[tuple]:
     return _state(model, 'get_depths').width.depths
 
 
-def set_width(model: nn.Module, width: 'float | dict | Sequence[float]', depths: Optional[Sequence[int]] = None
-              ) -> 'float | dict[str, float]':
+def get_ranks(model: nn.Module) -> Optional[tuple]:
+    """The active rank ratio per stage of the low-rank layers, or None (the built ones)."""
+    return _state(model, 'get_ranks').width.ranks
+
+
+def rank_ratios(model: nn.Module) -> list[float]:
+    """The rank ratio per stage the low-rank layers were built with (the largest a sub-network is sure to
+    fit); [] without `lowrank=`."""
+    return list(_state(model, 'rank_ratios').plan.rank_ratios)
+
+
+def set_width(model: nn.Module, width: 'float | dict | Sequence[float]', depths: Optional[Sequence[int]] = None,
+              ranks: Optional[Sequence[float]] = None) -> 'float | dict[str, float]':
     """Run `model` (built with `slimmable=`) as a sub-network from now on; returns the width set.
 
     `width`: one ratio, or one per width group (`width_groups(model)`: a dict, or a sequence in that order),
     each a trained width. `depths`: None (every block) or the number of leading blocks each depth stage
-    keeps (`depth_stages(model)`). Width 1 with every block restores the ordinary backbone exactly (no
+    keeps (`depth_stages(model)`). `ranks` (a model built with `lowrank=` too): None (the built ratios) or
+    a rank ratio per stage; each low-rank layer keeps its first rank_for(ρ, active in, active out)
+    components. Width 1 with every block and the built ranks restores the ordinary backbone exactly (no
     hooks). Raises for widths outside (0, 1] or off the trained grid (unless the model was built with
-    `off_grid=True` and has no BatchNorm), and for depths outside 1..the stage's depth."""
+    `off_grid=True` and has no BatchNorm), for depths outside 1..the stage's depth, and for rank ratios
+    whose rank exceeds a layer's built rank."""
     state = _state(model)
-    ratio = _check_width(state, width)
-    kept = _check_depths(state, depths)
-    if ratio != 1.0 or kept is not None:
+    ratio, new = _sub_network(state, width, depths, ranks, 'set_width')
+    if ratio != 1.0 or new.depths is not None or new.ranks is not None:
         from .adapters import has_adapters
         if has_adapters(model):
             raise NotImplementedError(f'{type(model).__name__}: adapter= modules are not slimmable; run it at '
                                       'width 1, or merge the adapters (backbones.merge_adapters) first')
-    new = _Width(state.plan, ratio, kept)
-    if new.ratio != state.width.ratio or new.depths != state.width.depths:
+    if new.ratio != state.width.ratio or new.depths != state.width.depths or new.ranks != state.width.ranks:
         state.width = new
         _install(model, state)
     return ratio
 
 
 @contextlib.contextmanager
-def at_width(model: nn.Module, width: 'float | dict | Sequence[float]', depths: Optional[Sequence[int]] = None
-             ) -> Iterator[nn.Module]:
-    """`with at_width(model, 0.5): outs = model(x)`; the previous width and depths are restored on exit."""
-    previous, previous_depths = get_width(model), get_depths(model)
-    set_width(model, width, depths)
+def at_width(model: nn.Module, width: 'float | dict | Sequence[float]', depths: Optional[Sequence[int]] = None,
+             ranks: Optional[Sequence[float]] = None) -> Iterator[nn.Module]:
+    """`with at_width(model, 0.5): outs = model(x)`; the previous width, depths and ranks are restored on exit."""
+    previous, previous_depths, previous_ranks = get_width(model), get_depths(model), get_ranks(model)
+    set_width(model, width, depths, ranks)
     try:
         yield model
     finally:
-        set_width(model, previous, previous_depths)
+        set_width(model, previous, previous_depths, previous_ranks)
 
 
 def channel_map(model: nn.Module, width: 'float | dict | Sequence[float]') -> list[tuple[int, list[Range]]]:
@@ -646,16 +764,17 @@ def scala_widths(model: nn.Module, rng: Optional[random.Random] = None) -> list[
 
 
 def export_width(model: DenseBackbone, width: 'float | dict | Sequence[float]',
-                 depths: Optional[Sequence[int]] = None) -> DenseBackbone:
-    """A natively narrow backbone of `model`'s class for the sub-network (`width`, `depths`) as `set_width`
-    takes them: smaller arch (per-stage widths and depths where they differ), the sliced weights of the
-    kept blocks and that width's BN statistics; its outputs equal `model`'s at that sub-network with the
-    zero channels removed (`pad_to_full(narrow(x), channel_map(model, width))` equals them)."""
+                 depths: Optional[Sequence[int]] = None, ranks: Optional[Sequence[float]] = None) -> DenseBackbone:
+    """A natively narrow backbone of `model`'s class for the sub-network (`width`, `depths`, `ranks`) as
+    `set_width` takes them: smaller arch (per-stage widths and depths where they differ), the sliced weights
+    of the kept blocks and that width's BN statistics; with low-rank layers, built with
+    `lowrank=dict(ratio=[the sub-network's rank ratio per stage])` and holding the sliced factors (first k
+    components). Its outputs equal `model`'s at that sub-network with the zero channels removed
+    (`pad_to_full(narrow(x), channel_map(model, width))` equals them)."""
     state = _state(model, 'export_width')
     plan = state.plan
-    ratio = _check_width(state, width, 'export_width')
-    kept = _check_depths(state, depths, 'export_width')
-    w = _Width(plan, ratio, kept)
+    ratio, w = _sub_network(state, width, depths, ranks, 'export_width')
+    kept = w.depths
     kwargs = copy.deepcopy(getattr(model, '_init_arguments', None))
     if kwargs is None:
         raise RuntimeError(f'{type(model).__name__}: constructor arguments were not recorded; cannot export')
@@ -686,6 +805,8 @@ def export_width(model: DenseBackbone, width: 'float | dict | Sequence[float]',
         head_dims = [w.counts[g.name] // g.heads for g in plan.groups.values() if g.heads]
         where, key = plan.head_dim_key
         (arch if where == 'arch' else kwargs)[key] = head_dims[0] if len(set(head_dims)) == 1 else head_dims
+    if plan.rank_ratios:         # a mechanism keyword: not among the recorded constructor arguments
+        kwargs['lowrank'] = dict(ratio=list(w.ranks or plan.rank_ratios))
     reference = next(model.parameters())
     narrow = type(model)(**kwargs).to(device=reference.device, dtype=reference.dtype)
     own = narrow.state_dict()
@@ -697,7 +818,9 @@ def export_width(model: DenseBackbone, width: 'float | dict | Sequence[float]',
                 if k in sliced and sliced[k].shape != v.shape]
     missing, extra = sorted(set(own) - set(sliced)), sorted(set(sliced) - set(own))
     if problems or missing or extra:
-        raise NotExportableError(f'{type(model).__name__} at width {ratio if isinstance(ratio, dict) else format(ratio, "g")}{f", depths {list(kept)}" if kept else ""}: the natively narrow model is not the '
+        where = (f'width {ratio if isinstance(ratio, dict) else format(ratio, "g")}'
+                 + (f', depths {list(kept)}' if kept else '') + (f', ranks {list(w.ranks)}' if w.ranks else ''))
+        raise NotExportableError(f'{type(model).__name__} at {where}: the natively narrow model is not the '
                            f'slice (its structure or the slimming_spec differs): shape mismatches {problems[:5]}, '
                            f'tensors it lacks {extra[:5]}, tensors it has besides {missing[:5]}')
     narrow.load_state_dict({k: sliced[k] for k in own}, strict=True)
@@ -888,13 +1011,16 @@ def _slice_inputs(key: str, dim: int, outs: list[int], trailing: int, state_dict
 
 
 def export_model(model_cfg: dict, state_dict: dict[str, torch.Tensor], width: 'float | dict | Sequence[float]',
-                 depths: Optional[Sequence[int]] = None) -> tuple[dict, dict[str, torch.Tensor], DenseBackbone]:
+                 depths: Optional[Sequence[int]] = None, ranks: Optional[Sequence[float]] = None
+                 ) -> tuple[dict, dict[str, torch.Tensor], DenseBackbone]:
     """A model config (mmdet/mmseg/mmpose `model=dict(backbone=dict(..., slimmable=...), neck=...)`, plain
     dicts) and its full state dict → (config, state dict, narrow backbone) of the standalone narrow model:
     the backbone natively narrow, every consumer of its outputs (the neck; without one, every head: mmseg
     decode_head(s) and auxiliary_head(s), the mmpose head) with `in_channels` and its input weights sliced to
     the kept channels. Its outputs equal the slimmed model's (the inactive channels were zero, so the
-    weights on them never contributed)."""
+    weights on them never contributed). A backbone with `lowrank=` too: the sub-network's `ranks` (None:
+    the built ratios) become the exported config's `lowrank=dict(ratio=[per stage])`, its checkpoint holds
+    the sliced factors (the low-rank layout, loaded as is: no SVD)."""
     from ._base import BACKBONE_CLASSES
     model_cfg = copy.deepcopy(model_cfg)
     if str(model_cfg.get('type', '')).endswith('ScalaModel'):      # a Scala training config: its task model
@@ -922,7 +1048,7 @@ def export_model(model_cfg: dict, state_dict: dict[str, torch.Tensor], width: 'f
     model = BACKBONE_CLASSES[type_name](**backbone_cfg)
     backbone_state = {k[len('backbone.'):]: v for k, v in state_dict.items() if k.startswith('backbone.')}
     model.load_state_dict(backbone_state)
-    narrow = export_width(model, width, depths)
+    narrow = export_width(model, width, depths, ranks)
     cmap = channel_map(model, width)
     counts = [sum(b - a for a, b in r) for _, r in cmap]
     out_state = {k: v for k, v in state_dict.items() if not k.startswith('backbone.')}
@@ -936,6 +1062,8 @@ def export_model(model_cfg: dict, state_dict: dict[str, torch.Tensor], width: 'f
         if key in model_cfg['backbone'] or key == 'arch' or value != defaults.get(key, value):
             new_backbone[key] = value
     new_backbone['arch'] = copy.deepcopy(narrow.arch_cfg)
+    if getattr(narrow, 'lowrank_cfg', None):
+        new_backbone['lowrank'] = dict(ratio=list(narrow.lowrank_cfg['ratio']))
     model_cfg['backbone'] = new_backbone
     return model_cfg, out_state, narrow
 

@@ -221,8 +221,8 @@ class TwinsBlock(nn.Module):
         return {'mixer_tap': mixer, 'mlp_tap': ['mlp.fc1']}
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        x = add_residual(x, self.drop_path(self.attn(self.mixer_tap(self.norm1(x)), hw)), self.attn)
-        return add_residual(x, self.drop_path(self.mlp(self.mlp_tap(self.norm2(x)))), self.mlp)
+        x = add_residual(x, self.drop_path(self.mixer_tap.feed(lambda y: self.attn(y, hw), x, self.norm1)), self.attn)
+        return add_residual(x, self.drop_path(self.mlp_tap.feed(self.mlp, x, self.norm2)), self.mlp)
 
 
 # ---- backbone -------------------------------------------------------------------------------------

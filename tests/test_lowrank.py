@@ -171,3 +171,79 @@ def test_fit_writes_a_config_and_checkpoint_that_rebuild_the_plan(tmp_path):
     with torch.no_grad():
         for a, b in zip(plan['model'].eval()(x), model(x)):
             assert torch.equal(a, b)
+
+
+# ---- with slimmable= (Scala): one mechanism slicing the low-rank layers, ranks as a dimension ----------
+def _stages(model):
+    return len(model.lowrank_cfg['ratio'])
+
+
+@pytest.mark.parametrize('cls', CLASSES, ids=IDS)
+def test_slimmable_lowrank_at_width_one_and_built_ranks_is_the_lowrank_model(cls):
+    from backbones import slimming
+    plain = micro(cls, lowrank=dict(ratio=0.75))
+    ratios = [0.75] * _stages(plain)
+    slim = micro(cls, lowrank=dict(ratio=ratios), slimmable=dict(widths=[0.5, 1.0]))
+    assert slimming.rank_ratios(slim) == ratios and slim.lowrank_layers == plain.lowrank_layers
+    report = load_pretrained(slim, {'state_dict': plain.state_dict()})       # low-rank layout: loaded as is
+    assert not report.adapted
+    x = torch.randn(1, 3, 65, 97)
+    with torch.no_grad():
+        expected = plain(x)
+        assert all(torch.equal(a, b) for a, b in zip(expected, slim(x)))
+        with slimming.at_width(slim, 1.0, ranks=ratios):      # the built ratios named: the same network
+            assert all(torch.equal(a, b) for a, b in zip(expected, slim(x)))
+        with slimming.at_width(slim, 1.0, ranks=[0.25] * _stages(plain)):
+            lower = slim(x)
+        assert slimming.get_ranks(slim) is None
+        assert all(torch.equal(a, b) for a, b in zip(expected, slim(x)))     # restored exactly
+    assert not any(torch.equal(a, b) for a, b in zip(expected, lower))
+
+
+def test_rank_ratio_keeps_the_first_k_components_of_the_active_slice():
+    from backbones import slimming
+    cls = BACKBONE_CLASSES['PCPVT']
+    model = micro(cls, lowrank=1.0, slimmable=dict(widths=[0.5, 0.75, 1.0]))
+    layer = model.blocks[1][0].mlp.fc1                                   # stage 1: in C, out 4C
+    full = {n: getattr(layer, n).detach().clone() for n in ('first', 'middle', 'last', 'bias')}
+    seen = {}
+    x = torch.randn(1, 3, 64, 64)
+    for width in (1.0, 0.75):
+        slimming.set_width(model, width, ranks=[1.0, 0.5, 1.0, 1.0])
+        handle = layer.register_forward_pre_hook(
+            lambda m, a: seen.update({n: getattr(m, n).detach().clone() for n in full}))
+        with torch.no_grad():
+            model(x)
+        handle.remove()
+        narrow = slimming.export_width(model, width).blocks[1][0].mlp.fc1        # the active in / out widths
+        c_in, c_out = narrow.in_features, narrow.out_features
+        assert (c_in < layer.in_features) == (width < 1)
+        k = rank_for(0.5, c_in, c_out)
+        assert k < min(c_in, c_out) and seen['first'].shape == (k, c_in) and seen['last'].shape == (c_out, k)
+        # Isolated Activation: width 1 the first channels, an intermediate width the last ones
+        cols, rows = (slice(0, c_in), slice(0, c_out)) if width == 1.0 else (slice(-c_in, None), slice(-c_out, None))
+        assert torch.equal(seen['first'], full['first'][:k, cols])
+        assert torch.equal(seen['middle'], full['middle'][:k, :k])
+        assert torch.equal(seen['last'], full['last'][rows, :k])
+        assert torch.equal(seen['bias'], full['bias'][rows])
+    slimming.set_width(model, 1.0)
+    assert torch.equal(layer.first, full['first'])
+
+
+def test_ranks_are_refused_above_the_built_rank_and_without_lowrank_layers():
+    from backbones import InvalidArgumentError, slimming
+    cls = CLASSES[0]
+    model = micro(cls, lowrank=0.5, slimmable=dict(widths=[0.5, 1.0]))
+    n = _stages(model)
+    slimming.set_width(model, 0.5, ranks=[0.5] * n)                      # up to the built ratios: fits
+    with pytest.raises(InvalidArgumentError, match=r'ranks=.*rank \d+ > its built \d+'):
+        slimming.set_width(model, 1.0, ranks=[0.9] * n)
+    with pytest.raises(InvalidArgumentError, match='one rank ratio in'):
+        slimming.set_width(model, 1.0, ranks=[0.5])
+    with pytest.raises(InvalidArgumentError, match='rank .* > its built'):
+        slimming.export_width(model, 1.0, ranks=[1.0] * n)
+    plain = micro(cls, slimmable=dict(widths=[0.5, 1.0]))
+    with pytest.raises(InvalidArgumentError, match='no low-rank layers'):
+        slimming.set_width(plain, 0.5, ranks=[0.5] * n)
+    with pytest.raises(InvalidArgumentError, match='skip_larger=False'):
+        micro(cls, lowrank=dict(ratio=0.5, skip_larger=True), slimmable=dict(widths=[0.5, 1.0]))

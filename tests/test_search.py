@@ -99,10 +99,57 @@ def test_bad_sub_networks_are_refused_with_the_valid_choices():
         backbones.set_width(hr, 0.5, [1, 1, 1])
 
 
-def test_slimmable_and_lowrank_together_are_refused_by_name():
-    cls = BACKBONE_CLASSES['S3']
-    with pytest.raises(NotImplementedError, match='lowrank= with slimmable='):
-        cls(arch=cls.micro_arch('tiny'), slimmable=dict(widths=WIDTHS), lowrank=dict(ratio=0.5))
+def test_rank_dimension_of_a_lowrank_supernet():
+    """A supernet with low-rank layers has a rank ratio dimension per stage: the --ranks values up to the
+    stage's built ratio (only the built one by default); --ranks without low-rank layers is refused."""
+    model = build('S3', 'tiny', slimmable=dict(widths=WIDTHS), lowrank=dict(ratio=[1.0, 1.0, 0.5, 0.5]))
+    assert search.SearchSpace.of(model).ranks == [[1.0], [1.0], [0.5], [0.5]]
+    space = search.SearchSpace.of(model, ranks=[1.0, 0.25, 0.5])
+    assert space.ranks == [[0.25, 0.5, 1.0], [0.25, 0.5, 1.0], [0.25, 0.5], [0.25, 0.5]]
+    assert [name for name, _ in space.dimensions][-4:] == ['rank[0]', 'rank[1]', 'rank[2]', 'rank[3]']
+    assert space.uniform(0.5).ranks == (1.0, 1.0, 0.5, 0.5) and space.uniform(0.5, rank=0.25).ranks == (0.25,) * 4
+    rng = random.Random(0)
+    for _ in range(10):
+        c = space.crossover(space.sample(rng), space.mutate(space.sample(rng), rng, 0.5), rng)
+        assert space.contains(c) and search.Candidate.from_dict(json.loads(json.dumps(c.as_dict()))) == c
+        assert '|r' in c.key
+    assert search.SearchSpace.from_dict(json.loads(json.dumps(space.as_dict()))) == space
+    errors = [(name, {v: (0.0 if v != values[0] else 1.0) for v in values}) for name, values in space.dimensions]
+    assert search.narrow_space(space, errors).ranks == [[0.5, 1.0], [0.5, 1.0], [0.25, 0.5], [0.25, 0.5]]
+    with pytest.raises(InvalidArgumentError, match='--ranks'):
+        search.SearchSpace.of(build('S3', 'tiny', slimmable=dict(widths=WIDTHS)), ranks=[0.5])
+    with pytest.raises(InvalidArgumentError, match='none for stage'):
+        search.SearchSpace.of(model, ranks=[0.75])
+    from backbones.cli import build_parser
+    args = build_parser().parse_args(['search', 'c.py', 'k.pth', '--budget', 'params=1M', '--ranks', '1', '0.5'])
+    assert args.ranks == [1.0, 0.5]
+
+
+def test_search_over_ranks_stays_within_budget_and_is_deterministic(tmp_path):
+    """Evolution over widths, depths and rank ratios: never an over-budget candidate (the cost is the exported
+    low-rank network's), the same records for a seed, ranks in the log and the resumable state."""
+    model = build('S3', 'tiny', slimmable=dict(widths=WIDTHS), lowrank=dict(ratio=1.0))
+    budget = search.Budget('params', 0.2 * sum(p.numel() for p in model.parameters()))
+    score = feature_score(model)
+
+    def run(name):
+        space = search.SearchSpace.of(model, ranks=[1.0, 0.5, 0.25])
+        return search.evolve(space, score, search.CostModel(model, (64, 64)), [budget], population=6,
+                             generations=2, mutations=3, crossovers=3, parents=3, seed=5,
+                             state_file=tmp_path / name, log_file=tmp_path / (name + '.jsonl'))
+    first, again = run('a.json'), run('b.json')
+    assert [(r['key'], r['score']) for r in first.records] == [(r['key'], r['score']) for r in again.records]
+    assert first.rejected > 0 and any(min(r['candidate']['ranks']) < 1 for r in first.records)
+    for r in first.records:
+        c = search.Candidate.from_dict(r['candidate'])
+        narrow = c.export(model)
+        assert narrow.lowrank_cfg['ratio'] == list(c.ranks)
+        assert r['costs']['params'] == sum(p.numel() for p in narrow.parameters()) <= budget.limit
+    state = json.loads((tmp_path / 'a.json').read_text())
+    assert state['settings']['space']['ranks'] and all('ranks' in r['candidate'] for r in state['records'])
+    assert json.loads((tmp_path / 'a.json.jsonl').read_text().splitlines()[0])['candidate']['ranks']
+    resumed = run('a.json')            # the finished state: resumed, nothing rescored
+    assert [r['key'] for r in resumed.records] == [r['key'] for r in first.records]
 
 
 def test_budgets_parse_with_units_and_refuse_nonsense():
@@ -278,9 +325,10 @@ def test_export_model_takes_the_searched_sub_network():
     assert max(relative(a, b) for a, b in zip(got, expected)) < 1e-5
 
 
-def demo_supernet(tmp_path: Path, config_name: str):
+def demo_supernet(tmp_path: Path, config_name: str, backbone_extra: str = ''):
     """Demo data under tmp_path/run and the Scala demo config's model (initialised, untrained: the search
-    machinery is under test, not the metric) saved there as supernet.pth."""
+    machinery is under test, not the metric) saved there as supernet.pth. `backbone_extra`: keyword
+    arguments added to the backbone by a child config written there (e.g. "lowrank=dict(ratio=1.0)")."""
     import os
     from backbones.runner import build_model
     root = tmp_path / 'run'
@@ -288,6 +336,10 @@ def demo_supernet(tmp_path: Path, config_name: str):
     subprocess.run([sys.executable, str(REPO / 'tools' / 'make_demo_data.py'), '--out', str(root / 'data' / 'demo')],
                    cwd=tmp_path, check=True, capture_output=True, env=env)
     config = REPO / 'configs' / 'demo' / config_name
+    if backbone_extra:
+        child = root / ('lowrank_' + config_name)
+        child.write_text(f"_base_ = {str(config)!r}\nmodel = dict(backbone=dict({backbone_extra}))\n")
+        config = child
     model = build_model(str(config))
     model.init_weights()
     torch.save({'state_dict': model.state_dict()}, root / 'supernet.pth')
@@ -351,3 +403,42 @@ def test_search_command_evolves_the_space_and_the_input_size(tmp_path):
     from mmengine.config import Config
     pipeline = Config.fromfile(str(root / 'out' / 'winner.py')).test_dataloader.dataset.pipeline
     assert dict(type='Resize', scale=(w, h), keep_ratio=True) in [dict(step) for step in pipeline]
+
+
+@pytest.mark.slow
+def test_search_command_with_ranks_exports_a_lowrank_winner(tmp_path):
+    """`backbones search --ranks` on the Scala demo pose model with lowrank= beside slimmable=: the winner's
+    config builds the low-rank narrow backbone with its rank ratios, its checkpoint loads as is, and the
+    exported model computes exactly the supernet slice."""
+    root, config, model, env = demo_supernet(tmp_path, 'td-hm_hrformer-demo-scala_demo-shapes.py',
+                                             'lowrank=dict(ratio=1.0)')
+    full = sum(p.numel() for p in model.model.backbone.parameters())
+    cmd = [sys.executable, '-m', 'backbones', 'search', str(config), 'supernet.pth', '--budget', 'params=0.3x',
+           '--ranks', '1.0', '0.5', '0.25', '--no-depth', '--population', '4', '--generations', '1',
+           '--mutations', '2', '--crossovers', '2', '--parents', '2', '--bn-batches', '0', '--out', 'out',
+           '--no-measure', '--latency-table', 'latency.json']
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = root / 'out'
+    result = json.loads((out / 'result.json').read_text())
+    ranks = result['winner']['ranks']
+    assert len(ranks) == 4 and result['costs']['params'] <= full * 0.3
+    assert '| ranks |' in (out / 'report.md').read_text()
+    from mmengine.config import Config
+    from backbones import load_pretrained
+    from backbones.runner import build_model
+    winner_cfg = Config.fromfile(str(out / 'winner.py'))
+    assert winner_cfg.model['backbone']['lowrank'] == dict(ratio=ranks)
+    exported = build_model(str(out / 'winner.py')).eval()
+    state = torch.load(winner_cfg.load_from, weights_only=True)['state_dict']
+    report = load_pretrained(exported.backbone, {'state_dict': {k[9:]: v for k, v in state.items()
+                                                                if k.startswith('backbone.')}})
+    assert not report.adapted
+    exported.load_state_dict(state)
+    supernet = model.model.eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), backbones.at_width(supernet.backbone, result['winner']['widths'], None, ranks):
+        expected = supernet.head(supernet.backbone(x))
+    with torch.no_grad():
+        got = exported.head(exported.backbone(x))
+    assert relative(got, expected) < 1e-5

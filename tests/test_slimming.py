@@ -267,7 +267,7 @@ def test_export_width_command_writes_a_standalone_pose_model(tmp_path):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
-def _scala_model(warmup_iters=1):
+def _scala_model(warmup_iters=1, backbone_kw=None, **scala_kw):
     from mmengine.model import BaseModel
     from backbones.registry import ScalaModel
 
@@ -276,7 +276,7 @@ def _scala_model(warmup_iters=1):
 
         def __init__(self):
             super().__init__()
-            self.backbone = build('FocalNet', 'tiny-srf', slimmable=dict())
+            self.backbone = build('FocalNet', 'tiny-srf', **(backbone_kw or dict(slimmable=dict())))
             self.head = torch.nn.Linear(self.backbone.out_channels[-1], 5)
 
         def loss(self, inputs, data_samples):
@@ -289,7 +289,7 @@ def _scala_model(warmup_iters=1):
             logits = self.head(self.backbone(inputs)[-1].mean((2, 3)))
             return list(logits) if mode == 'predict' else logits
 
-    return ScalaModel(TinyClassifier(), warmup_iters=warmup_iters, distill='softmax')
+    return ScalaModel(TinyClassifier(), warmup_iters=warmup_iters, distill='softmax', **scala_kw)
 
 
 def test_scala_training_step(monkeypatch):
@@ -317,7 +317,7 @@ def test_scala_training_step(monkeypatch):
     monkeypatch.setattr(slimming, 'distillation_loss', recorded)
     widths = []
     set_width = slimming.set_width
-    monkeypatch.setattr(slimming, 'set_width', lambda m, w: (widths.append(w), set_width(m, w))[1])
+    monkeypatch.setattr(slimming, 'set_width', lambda m, w, **kw: (widths.append(w), set_width(m, w, **kw))[1])
     data = dict(inputs=image(), data_samples=torch.tensor([1, 3]))
 
     log = model.train_step(data, wrapper)
@@ -339,6 +339,33 @@ def test_scala_training_step(monkeypatch):
     assert log['loss'] == sum(log[f'loss_{r}'] for r in roles)
     assert not torch.equal(before, model.model.backbone.patch_embed.proj.weight)
     assert backbones.get_width(model.model.backbone) == 1.0
+
+
+def test_scala_training_draws_rank_ratios(monkeypatch):
+    """With a low-rank supernet and rank_ratios, the passes below width 1 draw a rank ratio per stage from
+    those values; width 1 keeps the built ranks; without lowrank= the option is refused."""
+    from mmengine.optim import OptimWrapper
+    model = _scala_model(warmup_iters=0, backbone_kw=dict(slimmable=dict(), lowrank=dict(ratio=1.0)),
+                         rank_ratios=[0.5, 0.75, 1.0], seed=3)
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    calls = []
+    set_width = slimming.set_width
+    monkeypatch.setattr(slimming, 'set_width',
+                        lambda m, w, **kw: (calls.append((w, kw.get('ranks'))), set_width(m, w, **kw))[1])
+    data = dict(inputs=image(), data_samples=torch.tensor([1, 3]))
+    drawn = []
+    for _ in range(3):
+        calls.clear()
+        log = model.train_step(data, wrapper)
+        assert torch.isfinite(log['loss'])
+        assert calls[0] == (1.0, None) and calls[-1][1] is None           # full pass, then back to val width
+        for width, ranks in calls[1:4]:
+            assert width < 1 and len(ranks) == 4 and set(ranks) <= {0.5, 0.75, 1.0}
+            drawn += ranks
+    assert len(set(drawn)) > 1
+    assert slimming.get_ranks(model.model.backbone) is None
+    with pytest.raises(ValueError, match='lowrank'):
+        _scala_model(rank_ratios=[0.5])
 
 
 def test_adapters_are_refused_below_width_one():
@@ -532,3 +559,61 @@ def test_scala_experiment_builds_the_natively_narrow_config(tmp_path):
     assert sum(p.numel() for p in widest.parameters()) == sum(
         p.numel() for p in backbones.FocalNet(**{k: v for k, v in plain['model']['backbone'].items()
                                                  if k != 'type'}).parameters())
+
+
+@pytest.mark.parametrize('name,arch', CASES, ids=IDS)
+def test_lowrank_export_equals_the_slice_with_ranks(name, arch):
+    """lowrank= beside slimmable=: per-group widths, fewer blocks and a rank ratio per stage export to a
+    natively narrow low-rank model (lowrank=dict(ratio=ranks)) computing exactly the supernet slice."""
+    model = build(name, arch, slimmable=dict(widths=[0.25, 0.5, 0.75, 1.0]), lowrank=dict(ratio=1.0),
+                  drop_path_rate=0.0).double().eval()
+    stages = len(slimming.rank_ratios(model))
+    groups, depths = backbones.width_groups(model), backbones.depth_stages(model)
+    widths = [(0.5, 1.0, 0.75, 0.25)[i % 4] for i in range(len(groups))]
+    kept = [max(1, d - 1) for d in depths] or None
+    ranks = [(0.5, 0.75, 1.0, 0.25)[i % 4] for i in range(stages)]
+    x = image(torch.float64, 1)
+    with torch.no_grad():
+        with backbones.at_width(model, widths, kept):
+            built_ranks = model(x)
+        with backbones.at_width(model, widths, kept, ranks):
+            expected = model(x)
+    assert not any(torch.equal(a, b) for a, b in zip(built_ranks, expected))      # the ranks take effect
+    narrow = backbones.export_width(model, widths, kept, ranks).eval()
+    assert narrow.lowrank_cfg['ratio'] == ranks and narrow.lowrank_layers
+    assert min(narrow.lowrank_layers.values()) < min(model.lowrank_layers.values())
+    with torch.no_grad():
+        got = slimming.pad_to_full(narrow(x), backbones.channel_map(model, widths))
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-12 * e.abs().max().item())
+
+
+def test_export_model_with_ranks_writes_lowrank_config_loaded_without_svd():
+    from mmdet.models.necks import FPN
+    from backbones import load_pretrained
+    arch = BACKBONE_CLASSES['SVT'].micro_arch('small')
+    model = build('SVT', 'small', slimmable=dict(widths=[0.25, 0.5, 1.0]), lowrank=dict(ratio=1.0),
+                  drop_path_rate=0.0).eval()
+    neck = FPN(in_channels=list(model.out_channels), out_channels=8, num_outs=4).eval()
+    cfg = dict(backbone=dict(type='backbones.SVT', arch=arch, drop_path_rate=0.0, lowrank=dict(ratio=1.0),
+                             slimmable=dict(widths=[0.25, 0.5, 1.0])),
+               neck=dict(type='FPN', in_channels=list(model.out_channels), out_channels=8, num_outs=4))
+    state = {f'backbone.{k}': v for k, v in model.state_dict().items()}
+    state.update({f'neck.{k}': v for k, v in neck.state_dict().items()})
+    widths, ranks = [0.5, 1.0, 0.25, 0.5], [0.75, 0.5, 1.0, 0.25]
+    new_cfg, new_state, _ = slimming.export_model(cfg, state, widths, None, ranks)
+    backbone_cfg = dict(new_cfg['backbone'])
+    assert backbone_cfg['lowrank'] == dict(ratio=ranks) and 'slimmable' not in backbone_cfg
+    rebuilt = BACKBONE_CLASSES[backbone_cfg.pop('type').split('.')[-1]](**backbone_cfg).eval()
+    report = load_pretrained(rebuilt, {'state_dict': {k[9:]: v for k, v in new_state.items()
+                                                      if k.startswith('backbone.')}})
+    assert not report.adapted                      # the low-rank layout loads as is (no SVD of anything)
+    new_neck = FPN(**{k: v for k, v in new_cfg['neck'].items() if k != 'type'}).eval()
+    new_neck.load_state_dict({k[5:]: v for k, v in new_state.items() if k.startswith('neck.')})
+    x = image(n=1)
+    with torch.no_grad():
+        with backbones.at_width(model, widths, ranks=ranks):
+            expected = neck(model(x))
+        got = new_neck(rebuilt(x))
+    for g, e in zip(got, expected):
+        assert ((g - e).abs().max() / e.abs().max()).item() < 1e-5

@@ -3,8 +3,8 @@
 
     python tools/transfer_experiment.py [--out work_dirs/transfer] [--tasks det seg pose] [--scale 1.0]
 
-Per task (det: RetinaNet + FocalNet, seg: Semantic FPN + Twins-SVT, pose: top-down heatmaps + HRFormer, the
-demo configs): pretrain on the demo data, then adapt to the SHIFTED demo task (same classes, checkerboard
+Per task (det: RetinaNet + FocalNet, seg: Semantic FPN + Twins-SVT, pose: top-down heatmaps + S3; also
+pose-hrformer and pose-twins, run when named with --tasks; the demo configs): pretrain on the demo data, then adapt to the SHIFTED demo task (same classes, checkerboard
 textures, other class colours: `tools/make_demo_data.py --shifted`) from that checkpoint with
     full     full fine-tuning (the plain demo config),
     linear   head-only / linear probe (backbone frozen: frozen_stages = last stage, BatchNorm in eval),
@@ -33,8 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 TASKS = {   # task → (plain demo config, ARC demo config, metric key)
     'det': ('retinanet_focalnet-demo_demo-shapes.py', 'retinanet_focalnet-demo-arc_demo-shapes.py', 'coco/bbox_mAP'),
     'seg': ('fpn_twins-demo_demo-shapes.py', 'fpn_twins-demo-arc_demo-shapes.py', 'mIoU'),
-    'pose': ('td-hm_hrformer-demo_demo-shapes.py', 'td-hm_hrformer-demo-arc_demo-shapes.py', 'coco/AP'),
+    'pose': ('td-hm_s3-demo_demo-shapes.py', 'td-hm_s3-demo-arc_demo-shapes.py', 'coco/AP'),
+    'pose-hrformer': ('td-hm_hrformer-demo_demo-shapes.py', 'td-hm_hrformer-demo-arc_demo-shapes.py', 'coco/AP'),
+    'pose-twins': ('td-hm_twins-demo_demo-shapes.py', 'td-hm_twins-demo-arc_demo-shapes.py', 'coco/AP'),
 }
+DEFAULT_TASKS = ('det', 'seg', 'pose')
 METHODS = ('full', 'linear', 'arc', 'lora')
 LOG_EVERY_ITER = ['default_hooks.logger.interval=1', 'log_processor.window_size=1']
 
@@ -157,7 +160,7 @@ def table(rows: list[dict], keys: dict[str, str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', default='work_dirs/transfer')
-    parser.add_argument('--tasks', nargs='+', choices=sorted(TASKS), default=sorted(TASKS))
+    parser.add_argument('--tasks', nargs='+', choices=sorted(TASKS), default=list(DEFAULT_TASKS))
     parser.add_argument('--scale', type=float, default=1.0, help='multiplies every config\'s max_iters')
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
