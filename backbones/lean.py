@@ -299,11 +299,19 @@ def _proper_channels_last(x: torch.Tensor) -> torch.Tensor:
 
 def _lean_twins_patch_embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
     """Twins `PatchEmbed` on canonically strided channels-last input (see `_proper_channels_last`):
-    no reorder scratch, and a channels-last conv output whose tokens are contiguous (no LayerNorm copy)."""
+    no activation reorder, and a channels-last conv output whose tokens are contiguous (no LayerNorm copy).
+    The channels-last path costs a second copy of the weight instead (torch copies it to channels-last,
+    oneDNN then to its blocked layout), so it is taken only where that copy is smaller than the activation
+    copy and reorder it saves (large maps; at 224² the last patch embeddings of the large variants
+    have weights larger than their maps)."""
     from ._layers import nchw_to_nlc
     if not _lean_ok(self):
         return type(self).forward(self, x)
-    x = self.proj(_proper_channels_last(x))
+    proj = self.proj
+    out_elems = x.shape[0] * proj.out_channels * (x.shape[2] // proj.stride[0]) * (x.shape[3] // proj.stride[1])
+    if proj.weight.numel() < x.numel() + max(x.numel(), out_elems):
+        x = _proper_channels_last(x)
+    x = proj(x)
     return self.norm(nchw_to_nlc(x)), (x.shape[2], x.shape[3])
 
 
@@ -469,7 +477,9 @@ def _lean_hrformer_block(self, x: torch.Tensor) -> torch.Tensor:
     out = _target(grid)
     _hrformer_attention_into(self, grid, out, self.lean_chunk_bytes)
     _hrformer_ffn_(self, out, self.lean_chunk_bytes)
-    return nlc_to_nchw(out.view(n, h * w, c), (h, w))
+    # canonical channels-last strides: the fuse layers' convolutions would otherwise reorder a batch-of-one
+    # token view (scratch ~2.8x the branch map, and time)
+    return _proper_channels_last(nlc_to_nchw(out.view(n, h * w, c), (h, w)))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -6,7 +6,10 @@ in-place GELU and residuals) on fake CPU tensors (`FakeTensorMode`: shapes, dtyp
 data, no compute) under a dispatch mode that acts as a simulated allocator: every operator output that
 owns a new storage is an allocation of its `nbytes`, a storage is freed when its last tensor dies (weak
 references, swept before the next operator), views and in-place results allocate nothing; composite
-operators (matmul, contiguous, linear, ...) are traced through the operators they run. The running
+operators (matmul, contiguous, linear, ...) are traced through the operators they run (their C++
+decompositions, as in eager). Fake views and convolution outputs get eager's strides (they differ on
+dimensions of size one, and decide oneDNN's path). An uninitialised buffer (`empty`) is resident as it
+is written, not when allocated (lean inference fills its outputs band by band). The running
 sum of live bytes gives the activation peak; a module stack (each module's `forward` wrapped, no hooks,
 so the fast paths take the branches they take in a plain run) says where it occurs.
 
@@ -34,6 +37,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
+from torch._prims_common import suggest_memory_format
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -41,6 +45,52 @@ from torch.utils._pytree import tree_leaves
 # Operators whose real CPU kernel returns its input itself in inference (fake tensors would allocate).
 _IDENTITY_IN_EVAL = {torch.ops.aten.dropout.default, torch.ops.aten.feature_dropout.default,
                      torch.ops.aten.alpha_dropout.default, torch.ops.aten.feature_alpha_dropout.default}
+
+# Operators returning uninitialised memory: a fresh mapping of theirs becomes resident page by page as it
+# is written (lean inference fills such buffers band by band), not when allocated.
+_UNINITIALISED = {torch.ops.aten.empty.memory_format, torch.ops.aten.empty_strided.default,
+                  torch.ops.aten.new_empty.default, torch.ops.aten.new_empty_strided.default,
+                  torch.ops.aten.empty_like.default}
+
+_VIEWS = {torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default}
+
+
+def _eager_view_strides(func, args: tuple, out: Any) -> Any:
+    """A fake `view` with the strides eager gives it. They differ only on dimensions of size one, which
+    address nothing, but decide layouts: (1, L, C) tokens viewed as (1, C, H, W) have batch stride C in
+    eager, C·H·W in fake mode, and oneDNN runs the first as NCHW after a copy (a channels-last view whose
+    batch stride is not the largest), the second as channels-last. The eager strides come from the same
+    view of a meta tensor outside fake mode (the C++ kernel)."""
+    from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
+    if not isinstance(out, FakeTensor) or 1 not in out.shape:
+        return out
+    src = args[0]
+    with unset_fake_temporarily():
+        ref = func(torch.empty_strided(src.shape, src.stride(), dtype=src.dtype, device='meta'), *args[1:])
+    if ref.stride() == out.stride():
+        return out
+    return out.as_strided(out.shape, ref.stride(), out.storage_offset())
+
+
+_CONVOLUTIONS = ('aten.conv2d.default', 'aten.convolution.default', 'mkldnn._convolution_pointwise.default')
+
+
+def _eager_convolution_layout(args: tuple, out: Any) -> Any:
+    """A fake convolution output in eager's memory format: channels-last when torch's stride test
+    (`suggest_memory_format`) calls the input or the weight channels-last, else NCHW (the fake kernel of
+    the fused oneDNN convolution asks `is_contiguous(channels_last)`, true also for a channels-last view
+    of a batch of one with an odd batch stride, which eager runs as NCHW)."""
+    from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
+    if not isinstance(out, FakeTensor) or out.dim() != 4:
+        return out
+    channels_last = torch.channels_last in (suggest_memory_format(args[0]), suggest_memory_format(args[1]))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if out.is_contiguous(memory_format=layout):
+        return out
+    with unset_fake_temporarily():
+        stride = torch.empty(out.shape, device='meta', memory_format=layout).stride()
+    return out.as_strided(out.shape, stride, out.storage_offset())
+
 
 # glibc malloc (the CPU allocator under torch): requests of at least the mmap threshold get their own
 # mapping, resident only while alive; smaller ones come from the heap, whose resident size does not
@@ -57,15 +107,35 @@ FIXED_MMAP_THRESHOLD = 64 << 10
 
 def kernel_scratch(func, args: tuple, out: Any) -> int:
     """Bytes a CPU kernel allocates and frees inside one call (not visible as tensors), as measured
-    for torch's oneDNN kernels on plain (NCHW) activations: a convolution reorders its input and then
-    its output into blocked layouts (one at a time: the larger counts) and its weight; layer_norm copies
-    a non-contiguous input. (Linear layers showed no scratch beyond ~0.1 MiB.)"""
+    for torch's oneDNN kernels (per-op RSS probes, benchmarks/memory_model.md):
+
+    * convolution: oneDNN reorders the weight into its blocked layout on every call (1x the weight).
+      On plain (NCHW) activations it also reorders the input and then the output into blocked layouts,
+      one at a time (the larger counts), whose channels are padded to the block (16 with AVX-512, 8
+      otherwise: an 18-channel map takes 32/18 of its size; maps of fewer channels than a block, such
+      as an RGB input, are read as they are). On channels-last activations the activations are used as they
+      are, but torch first copies the weight to the input's memory format, a second full copy unless the
+      weight is already channels-last contiguous (1x1 and depth-wise kernels are); both weight copies
+      are live together. Which path runs is torch's own test (`suggest_memory_format` of the input: the
+      stride order, so a channels-last view whose batch stride is not the largest takes the plain path
+      after a copy of the input to NCHW). Measured on channels-last inputs: 2x weight within -0.35 MiB
+      (0 ... -10 %) for dense 2x2 / 3x3 / 4x4 / 8x8 kernels, 1x for 1x1 and depth-wise ones; the rule
+      over-counts by at most 0.35 MiB and under-counted no probed shape by more than 0.2 MiB.
+    * layer_norm copies a non-contiguous input.
+    * Linear layers: oneDNN / GEMM packing buffers of 0.05-0.5 MiB, not modelled (see the bound in
+      benchmarks/memory_model.md)."""
     name = str(func)
-    if name in ('aten.conv2d.default', 'aten.convolution.default', 'mkldnn._convolution_pointwise.default'):
+    if name in _CONVOLUTIONS:
         x, weight = args[0], args[1]
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            return 0
-        return max(_nbytes(x), _nbytes(out)) + _nbytes(weight)
+        blocked_weight = _nbytes(weight)
+        if suggest_memory_format(x) == torch.channels_last:
+            weight_copy = 0 if weight.is_contiguous(memory_format=torch.channels_last) else _nbytes(weight)
+            return blocked_weight + weight_copy
+        # plain path; an input that is neither (e.g. a channels-last view of a batch of one whose batch
+        # stride is not the canonical one, which torch's stride test does not call channels-last) is
+        # first copied to NCHW, live through the call
+        copy = 0 if x.is_contiguous() else _nbytes(x)
+        return copy + max(_channel_blocked(x), _channel_blocked(out)) + blocked_weight
     if name in ('aten.layer_norm.default', 'aten.native_layer_norm.default') and not args[0].is_contiguous():
         return _nbytes(args[0])
     return 0
@@ -73,6 +143,19 @@ def kernel_scratch(func, args: tuple, out: Any) -> int:
 
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
+
+
+def _channel_block() -> int:
+    """Channels per block of oneDNN's blocked activation layout (nChw16c with AVX-512, else nChw8c)."""
+    return 16 if torch.backends.cpu.get_cpu_capability().startswith('AVX512') else 8
+
+
+def _channel_blocked(t: torch.Tensor) -> int:
+    """Bytes of an (N, C, ...) activation reordered into the blocked layout: C padded to the block."""
+    block = _channel_block()
+    if t.dim() < 3 or t.shape[1] < block:     # fewer channels than a block (an RGB stem): read as it is
+        return _nbytes(t)
+    return _nbytes(t) // t.shape[1] * (-(-t.shape[1] // block) * block)
 
 
 @dataclass
@@ -94,7 +177,9 @@ class AllocationTracer(TorchDispatchMode):
         self.live: dict[int, tuple[StorageWeakRef, int]] = {}
         self.stack: list[str] = []
         # ('alloc', key, bytes, module, op) | ('free', key) | ('scratch', bytes, module, op) | ('enter'|'exit', module)
+        # | ('lazy', key): the next alloc of key is uninitialised | ('touch', key, bytes, module, op): written
         self.events: list[tuple] = []
+        self.unwritten: dict[int, int] = {}   # uninitialised storages: bytes not written yet
         self.order: list[str] = []        # modules in order of first call
         self.module_weights: dict[str, int] = {}
 
@@ -102,6 +187,7 @@ class AllocationTracer(TorchDispatchMode):
         """Free the storages whose last tensor died."""
         for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
             del self.live[key]
+            self.unwritten.pop(key, None)
             self.events.append(('free', key))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -113,13 +199,19 @@ class AllocationTracer(TorchDispatchMode):
             return func(*args, **kwargs)
         if func.namespace == 'aten' and torch._C._dispatch_has_kernel_for_dispatch_key(
                 func.name(), 'CompositeImplicitAutograd'):
-            with self:                # composite (matmul, contiguous, ...): trace the operators it runs
-                result = func.decompose(*args, **kwargs)
-            if result is not NotImplemented:
-                return result
+            # composite (matmul, contiguous, interpolate, ...): trace the operators it runs, through its
+            # C++ decomposition, the one eager runs; not `decompose()`, which prefers torch._decomp's
+            # Python version where there is one (upsample_bilinear2d: eight full-size temporaries where
+            # the eager kernel makes one output)
+            with self:
+                return func._op_dk(torch._C.DispatchKey.CompositeImplicitAutograd, *args, **kwargs)
         inputs = {StorageWeakRef(a.untyped_storage()).cdata for a in tree_leaves((args, kwargs))
                   if isinstance(a, torch.Tensor)}
         out = func(*args, **kwargs)
+        if func in _VIEWS:
+            out = _eager_view_strides(func, args, out)
+        elif str(func) in _CONVOLUTIONS:
+            out = _eager_convolution_layout(args, out)
         where = self.stack[-1] if self.stack else ''
         for o in tree_leaves(out):
             if not isinstance(o, torch.Tensor):
@@ -129,11 +221,33 @@ class AllocationTracer(TorchDispatchMode):
             if ref.cdata in inputs or ref.cdata in self.live:
                 continue
             self.live[ref.cdata] = (ref, storage.nbytes())
+            if func in _UNINITIALISED:
+                self.unwritten[ref.cdata] = storage.nbytes()
+                self.events.append(('lazy', ref.cdata))
             self.events.append(('alloc', ref.cdata, storage.nbytes(), where, str(func)))
+        if self.unwritten:
+            self._note_writes(func, args, kwargs, where)
         scratch = kernel_scratch(func, args, out)
         if scratch:
             self.events.append(('scratch', scratch, where, str(func)))
         return out
+
+    def _note_writes(self, func, args: tuple, kwargs: dict, where: str) -> None:
+        """'touch' events for the uninitialised storages that `func` writes into (its mutated arguments:
+        in-place self, out=): the bytes of the written view, at most what is still unwritten."""
+        for i, arg in enumerate(func._schema.arguments):
+            if arg.alias_info is None or not arg.alias_info.is_write:
+                continue
+            value = args[i] if i < len(args) and not arg.kwarg_only else kwargs.get(arg.name)
+            for t in tree_leaves(value):
+                if not isinstance(t, torch.Tensor):
+                    continue
+                key = StorageWeakRef(t.untyped_storage()).cdata
+                left = self.unwritten.get(key)
+                if left:
+                    n = min(left, _nbytes(t))
+                    self.unwritten[key] = left - n
+                    self.events.append(('touch', key, n, where, str(func)))
 
     # module attribution ---------------------------------------------------------------------------
     def enter(self, name: str, module: nn.Module) -> None:
@@ -226,6 +340,8 @@ def simulate(tracer: 'AllocationTracer', weights: dict[str, int], mmap_threshold
     heap = HeapModel(trim_above=2 * threshold)
     scratch_heap = HeapModel(trim_above=2 * threshold)   # oneDNN's buffers: another arena (worker threads)
     sizes_of: dict[int, int] = {}
+    lazy: set[int] = set()               # the next alloc of these keys is uninitialised
+    written: dict[int, int] = {}         # mapped uninitialised blocks: bytes written so far
     live = maps = live_peak = 0
     best = (0, '', '')
     modules: dict[str, ModuleMemory] = {}
@@ -246,17 +362,33 @@ def simulate(tracer: 'AllocationTracer', weights: dict[str, int], mmap_threshold
             _, key, n, where, op = event
             sizes_of[key] = n
             live += n
-            if mapped(n):
+            if mapped(n) and key in lazy:
+                written[key] = 0          # resident as written ('touch'); now only malloc's header page
+                maps += _pages(0)
+            elif mapped(n):
                 maps += _pages(n)
             else:
                 heap.alloc(key, _chunk(n))
+            lazy.discard(key)
             note(where, op)
+        elif kind == 'lazy':
+            lazy.add(event[1])
+        elif kind == 'touch':
+            _, key, n, where, op = event
+            if key in written:
+                size = _pages(sizes_of[key])
+                before = min(size, _pages(written[key]))
+                written[key] += n
+                maps += min(size, _pages(written[key])) - before
+                note(where, op)
         elif kind == 'free':
             n = sizes_of.pop(event[1], None)
             if n is None:
                 continue
             live -= n
-            if mapped(n):
+            if event[1] in written:
+                maps -= min(_pages(n), _pages(written.pop(event[1])))
+            elif mapped(n):
                 maps -= _pages(n)
             else:
                 heap.release(event[1])

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from backbones import BACKBONE_CLASSES
-from backbones.memory import HeapModel, parse_size, predict, report_of, simulate, trace_forward
+from backbones.memory import (HeapModel, _channel_block, kernel_scratch, parse_size, predict, report_of, simulate,
+                              trace_forward)
 
 CLASSES = list(BACKBONE_CLASSES.values())
 IDS = [c.__name__ for c in CLASSES]
@@ -40,21 +41,80 @@ def test_hand_count_of_a_two_layer_mlp():
     assert sorted(allocated) == sorted([cat, hidden, hidden, out])
 
 
+@pytest.mark.parametrize('batch', [1, 2])
+@pytest.mark.parametrize('lean', [False, True])
 @pytest.mark.parametrize('cls', CLASSES, ids=IDS)
-def test_fake_trace_matches_the_real_forward(cls):
+def test_fake_trace_matches_the_real_forward(cls, lean, batch):
     """The model's trace on fake tensors allocates exactly what the real forward allocates (operator by
-    operator: sizes, order, frees), fast paths included, at an odd size."""
+    operator: sizes, order, frees, kernel scratch), fast paths included, at an odd size. A batch of one
+    checks the layouts (eager's strides of size-one dimensions decide oneDNN's path and its scratch)."""
     arch = cls.micro_arch(next(iter(cls.ARCHS)))
     torch.manual_seed(0)
-    model = cls(arch=arch, drop_path_rate=0.0).eval()
-    fake = trace_forward(model, (65, 97), batch=2)
-    real = trace_forward(model, (65, 97), inputs=torch.randn(2, 3, 65, 97))
-    strip = lambda t: [(e[0], e[2], e[3], e[4]) if e[0] == 'alloc' else e[:1] + e[2:] if e[0] == 'scratch'
+    model = cls(arch=arch, drop_path_rate=0.0, **({'lean': True} if lean else {})).eval()
+    fake = trace_forward(model, (65, 97), batch=batch)
+    real = trace_forward(model, (65, 97), inputs=torch.randn(batch, 3, 65, 97))
+    strip = lambda t: [(e[0], e[2], e[3], e[4]) if e[0] in ('alloc', 'touch') else e[:1] + e[2:] if e[0] == 'scratch'
                        else e[:1] for e in t.events]     # noqa: E731 (storage keys differ between runs)
     assert strip(fake) == strip(real)
     weights = {n or '(model)': 0 for n, _ in model.named_modules()}
     a, b = simulate(fake, weights), simulate(real, weights)
     assert a.live_peak == b.live_peak > 0 and a.peak == b.peak >= a.live_peak
+
+
+def test_convolution_scratch_follows_the_weight_layout():
+    """oneDNN's per-call scratch of a convolution (kernel_scratch): NCHW activations reorder the larger of
+    input / output plus the weight; channels-last activations only the weight, twice when torch must
+    first copy a weight that is not channels-last contiguous (kernels larger than 1x1, not depth-wise)."""
+    conv = torch.ops.aten.convolution.default
+    nbytes = lambda t: t.numel() * t.element_size()     # noqa: E731
+    x = torch.empty(1, 16, 10, 10)                 # 16 channels: a whole number of oneDNN blocks (8 or 16)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    out = torch.empty(1, 32, 5, 5)
+    dense, one, depthwise = torch.empty(32, 16, 2, 2), torch.empty(32, 16, 1, 1), torch.empty(16, 1, 3, 3)
+    assert kernel_scratch(conv, (x, dense), out) == nbytes(x) + nbytes(dense)
+    block = _channel_block()                       # the plain path pads channels to the block
+    x18, dw18 = torch.empty(1, 18, 10, 10), torch.empty(18, 1, 3, 3)
+    padded = -(-18 // block) * block
+    assert kernel_scratch(conv, (x18, dw18), x18) == 100 * padded * 4 + nbytes(dw18) > nbytes(x18) + nbytes(dw18)
+    assert kernel_scratch(conv, (cl, dense), out) == 2 * nbytes(dense)
+    assert kernel_scratch(conv, (cl, one), out) == nbytes(one)
+    assert kernel_scratch(conv, (cl, depthwise), out) == nbytes(depthwise)
+    odd = cl.as_strided(cl.shape, (16, 1, 160, 16))  # channels-last view, batch stride not the largest
+    assert odd.is_contiguous(memory_format=torch.channels_last)       # yet torch runs it as NCHW, after a copy
+    assert kernel_scratch(conv, (odd, dense), out) == 2 * nbytes(x) + nbytes(dense)
+
+    class Downsample(nn.Module):                  # channels-last tokens into a strided 2x2 convolution
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Conv2d(3, 16, 2, stride=2)
+
+        def forward(self, x):
+            return self.proj(x.contiguous(memory_format=torch.channels_last))
+
+    model = Downsample()
+    tracer = trace_forward(model, (8, 8))
+    assert [e[1] for e in tracer.events if e[0] == 'scratch'] == [2 * nbytes(model.proj.weight)]
+    sim = simulate(tracer, {}, mmap_threshold=1)   # every block mapped: pages of input copy + output + scratch
+    pages = lambda n: -(-(n + 16) // 4096) * 4096   # noqa: E731
+    assert sim.peak == pages(3 * 8 * 8 * 4) + pages(16 * 4 * 4 * 4) + pages(2 * nbytes(model.proj.weight))
+
+
+def test_uninitialised_buffers_become_resident_as_written():
+    """An `empty` buffer filled in parts (lean inference's outputs) is a fresh mapping whose pages are
+    resident only once written: the allocator model counts the written bytes, the tensor count all."""
+    class Fill(nn.Module):
+        def forward(self, x):                     # x: (1, 3, 32, 32), 12 KiB
+            out = x.new_empty(4, x.numel())       # 48 KiB, uninitialised
+            out[0].copy_(x.flatten())             # a quarter written
+            return out[:1] * 2                    # 12 KiB result
+
+    tracer = trace_forward(Fill(), (32, 32))
+    kinds = [e[0] for e in tracer.events if e[0] in ('lazy', 'alloc', 'touch')]
+    assert kinds == ['lazy', 'alloc', 'touch', 'alloc']
+    sim = simulate(tracer, {}, mmap_threshold=1)
+    quarter, pages = 3 * 32 * 32 * 4, lambda n: -(-(n + 16) // 4096) * 4096   # noqa: E731
+    assert sim.live_peak == 5 * quarter
+    assert sim.peak == 2 * pages(quarter)         # the written quarter + the result
 
 
 def test_heap_model_reuses_best_fit_and_coalesces():

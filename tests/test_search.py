@@ -13,6 +13,16 @@ import backbones
 from backbones import search, slimming
 from backbones._base import BACKBONE_CLASSES, InvalidArgumentError
 
+
+@pytest.fixture(autouse=True)
+def _restore_default_scope():
+    """Models built here set mmengine's global default scope (mmpose for the pose demo); later test files
+    build models of other libraries and must not inherit it."""
+    from mmengine.registry import DefaultScope
+    saved = dict(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict = saved
+
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = [('FocalNet', 'tiny-srf'), ('S3', 'tiny'), ('SVT', 'small'), ('PCPVT', 'small'), ('HRFormer', 'small')]
 WIDTHS = [0.25, 0.5, 0.75, 1.0]

@@ -429,11 +429,13 @@ def test_hrformer_with_official_stage1_exports_exactly():
 def _segmentor(cfg: dict):
     pytest.importorskip('mmseg')
     import backbones.registry  # noqa: F401
+    from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=False)
     torch.manual_seed(0)
-    return MODELS.build(cfg).double().eval()
+    with DefaultScope.overwrite_default_scope('mmseg'):   # whatever scope earlier tests left current
+        return MODELS.build(cfg).double().eval()
 
 
 def _randomize_bn(model, seed=4):

@@ -200,7 +200,7 @@ def _mechanisms(family: str) -> str:
         f'- **ARC adapters** (`adapter=dict(type=\'ARC\', ...)`): configs `configs/{family}/arc/`: {shown}. Recipe '
         '(paper defaults, ViT-B): bottleneck r = 50, adapter dropout 0.1, attention-side scale s = 0 and '
         'MLP-side s xavier at init, W shared per stage and place; the backbone frozen (BatchNorm in eval); '
-        'adapters without weight decay at 10x the neck/head learning rate (`configs/_arc_recipe.py`; the '
+        'adapters without weight decay at 3x the neck/head learning rate (`configs/_arc_recipe.py`; the '
         'multiplier is ours, no dense ARC recipe was published); in training the MLP branches and the adapters '
         'are recomputed in backward instead of stored (`recompute=True`; `\'all\'` recomputes the attention '
         'branches too; measured memory in `benchmarks/arc_training_memory.md`). Training writes adapter files; '

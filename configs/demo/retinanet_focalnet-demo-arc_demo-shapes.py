@@ -1,5 +1,5 @@
 # Demo of ARC adapters (detection): the small FocalNet of `retinanet_focalnet-demo_demo-shapes.py` frozen, ARC
-# adapters (bottleneck 8; the paper's dropout 0.1; no weight decay and 10x the head's lr, `_arc_recipe.py`),
+# adapters (bottleneck 8; the paper's dropout 0.1; no weight decay and 3x the head's lr, `_arc_recipe.py`),
 # neck and head trained. As written the frozen base is the parent's random initialisation (a run of the
 # mechanics); to adapt the plain demo's trained model instead, run `bash tools/demo.sh det` first and add
 # `--cfg-options load_from=work_dirs/demo-det/iter_500.pth --trust work_dirs/demo-det`. The run writes adapter

@@ -1,5 +1,5 @@
 # Demo of ARC adapters (pose): the small HRFormer of `td-hm_hrformer-demo_demo-shapes.py` frozen, ARC adapters
-# (bottleneck 8; the paper's dropout 0.1; no weight decay and 10x the head's lr, `_arc_recipe.py`), neck and
+# (bottleneck 8; the paper's dropout 0.1; no weight decay and 3x the head's lr, `_arc_recipe.py`), neck and
 # head trained. As written the frozen base is the parent's random initialisation (a run of the mechanics); to
 # adapt the plain demo's trained model instead, run `bash tools/demo.sh pose` first and add `--cfg-options
 # load_from=work_dirs/demo-pose/iter_300.pth --trust work_dirs/demo-pose`. The run writes adapter files

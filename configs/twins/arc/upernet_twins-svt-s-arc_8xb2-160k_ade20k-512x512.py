@@ -1,7 +1,7 @@
 # ARC adapters (Adapter Re-Composing, arXiv 2310.06234) on a frozen Twins-SVT-S for UperNet: the backbone's
 # own weights and BatchNorm stay frozen (`adapter=` sets that up), the adapters (W per stage and place; s, b
 # per block), the neck and the head train. Paper defaults: bottleneck r = 50, adapter dropout 0.1, no weight
-# decay on adapters. The adapters' lr is 10x the head's (the paper's 1e-2 is for a linear head at batch 32;
+# decay on adapters. The adapters' lr is 3x the head's (the paper's 1e-2 is for a linear head at batch 32;
 # the multiplier is our choice, not a published dense recipe). Training writes adapter files
 # (work_dir/adapters_*.pth, base name + sha256); evaluate: tools/test.py THIS_CONFIG --adapter FILE; deploy:
 # backbones merge-adapters THIS_CONFIG FILE --out merged.pth (a plain checkpoint of the parent config).
