@@ -125,6 +125,7 @@ def main() -> int:
             for space in spaces:
                 config, extra = REPO / 'configs' / 'demo' / TASKS[task], []
                 target = out / task / f'{args.kind}-{fraction:g}x'
+                target.parent.mkdir(parents=True, exist_ok=True)
                 checkpoint = ckpt
                 if space == 'ranks':
                     config = lowrank_child(config, out / task)
