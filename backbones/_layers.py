@@ -467,18 +467,19 @@ def recompute_activations(enabled: bool = True):
 _CHECKPOINTED = threading.local()
 
 
-def checkpointed(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """`fn(x)` under a non-reentrant `torch.utils.checkpoint` (only x stored; `fn` recomputed in backward),
-    with `RecomputedActivations` off inside, in the forward and in the recomputation (its saved-tensor
-    hooks would shadow the checkpoint's and hold what the checkpoint is meant to drop)."""
-    def run(t: torch.Tensor) -> torch.Tensor:
+def checkpointed(fn: Callable, *args):
+    """`fn(*args)` under a non-reentrant `torch.utils.checkpoint` (only the arguments stored; `fn`
+    recomputed in backward), with `RecomputedActivations` off inside, in the forward and in the
+    recomputation (its saved-tensor hooks would shadow the checkpoint's and hold what the checkpoint is
+    meant to drop)."""
+    def run(*inner):
         _CHECKPOINTED.depth = getattr(_CHECKPOINTED, 'depth', 0) + 1
         try:
-            return fn(t)
+            return fn(*inner)
         finally:
             _CHECKPOINTED.depth -= 1
 
-    return checkpoint(run, x, use_reentrant=False)
+    return checkpoint(run, *args, use_reentrant=False)
 
 
 class _BatchNormGELU(torch.autograd.Function):
@@ -579,9 +580,10 @@ class ConvNormSequential(nn.Sequential):
 
 
 def run_maybe_checkpointed(fn: Callable, *args, enabled: bool):
-    """Run `fn(*args)`, with non-reentrant activation checkpointing when `enabled` and autograd is on."""
+    """Run `fn(*args)`, with non-reentrant activation checkpointing (`checkpointed`) when `enabled` and
+    autograd is on."""
     if enabled and torch.is_grad_enabled():
-        return checkpoint(fn, *args, use_reentrant=False)
+        return checkpointed(fn, *args)
     return fn(*args)
 
 

@@ -40,8 +40,6 @@ class Tap(nn.Module):
 
     `recompute`: False, 'module' or 'branch' (module docstring)."""
 
-    RECOMPUTE = (False, 'module', 'branch')
-
     def __init__(self):
         super().__init__()
         self.inner: Optional[nn.Module] = None

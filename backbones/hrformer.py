@@ -51,7 +51,7 @@ Differences from the original:
       built; its checkpoint keys are ignored on load;
     * the input is made channels-last at the stem (outputs are channels-last strided NCHW tensors, the
       same values); in training the ConvFFN recomputes its hidden activations in backward instead of
-      holding them (`backbones._layers.RecomputedActivations`; off under `with_cp`).
+      holding them (`backbones._layers.RecomputedActivations`; off inside checkpoints, e.g. `with_cp`).
 """
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ class ConvFFN(nn.Module):
         self.fc2 = nn.Conv2d(hidden, dim, 1)
         self.norm3 = build_norm2d(norm_cfg, dim)
         self.act = nn.GELU()
-        self.recompute_hidden = True      # off under `with_cp` (whole branches are checkpointed then)
+        self.recompute_hidden = True      # inside checkpoints (with_cp, adapters' recompute) a no-op anyway
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # training: the hidden GELU outputs are recomputed for the convolutions' backward, not held
@@ -435,9 +435,7 @@ class HRFormer(DenseBackbone):
             prev_channels = channels
         self._feature_info = [dict(channels=prev_channels[i], stride=4 * 2 ** i, index=i) for i in out_indices]
         for module in self.modules():
-            if isinstance(module, ConvFFN):
-                module.recompute_hidden = not with_cp
-            elif isinstance(module, WindowAttention):
+            if isinstance(module, WindowAttention):
                 module.scale = qk_scale
         self._freeze_stages()
 

@@ -134,26 +134,10 @@ class ScalaModel(BaseModel):
             raise ValueError(f"ScalaModel: distill={distill!r}; accepted: 'auto' or one of {slimming.DISTILL_KINDS}")
         self.distill, self.distill_weight, self.warmup_iters = distill, float(distill_weight), int(warmup_iters)
         self.val_width = val_width
-        self.rank_choices = self._rank_choices(backbone, rank_ratios)
+        self.rank_choices = (None if rank_ratios is None else
+                             slimming.rank_choices(backbone, rank_ratios, 'ScalaModel', 'rank_ratios'))
         self._rng = random.Random(seed)
         self._iter = 0
-
-    @staticmethod
-    def _rank_choices(backbone, rank_ratios) -> Optional[list[list[float]]]:
-        """Per stage, the rank ratios a pass may draw (None: the built ranks only)."""
-        from . import slimming
-        if rank_ratios is None:
-            return None
-        built = slimming.rank_ratios(backbone)
-        values = sorted({float(r) for r in rank_ratios})
-        if not built:
-            raise ValueError('ScalaModel: rank_ratios needs a backbone built with lowrank=dict(ratio=...) too')
-        if not values or any(not 0 < r <= 1 for r in values):
-            raise ValueError(f'ScalaModel: rank_ratios must be values in (0, 1], got {list(rank_ratios)}')
-        choices = [[r for r in values if r <= top] for top in built]
-        if not all(choices):
-            raise ValueError(f'ScalaModel: rank_ratios {values} leave a stage no value (built ratios {built})')
-        return choices
 
     @property
     def backbone(self):

@@ -143,7 +143,8 @@ class SearchSpace:
         depths = ([list(range(min(min_depth, full), full + 1)) for full in slimming.depth_stages(backbone)]
                   if depth else [])
         ordered = sorted({(int(h), int(w)) for h, w in sizes}, key=lambda s: (s[0] * s[1], s))
-        return cls(groups, [list(values) for _ in groups], depths, ordered, _rank_values(backbone, ranks))
+        return cls(groups, [list(values) for _ in groups], depths, ordered,
+                   slimming.rank_choices(backbone, ranks, 'search', '--ranks'))
 
     @property
     def dimensions(self) -> list[tuple[str, list]]:
@@ -202,26 +203,6 @@ class SearchSpace:
 
     def describe(self) -> str:
         return '; '.join(f'{name} ∈ {{{", ".join(map(_shown, values))}}}' for name, values in self.dimensions)
-
-
-def _rank_values(backbone: nn.Module, ranks: Optional[Sequence[float]]) -> list[list[float]]:
-    """Per stage of the low-rank layers: the values of `ranks` up to its built ratio (ascending), or the
-    built ratio alone; [] without low-rank layers."""
-    built = slimming.rank_ratios(backbone)
-    if ranks is None:
-        return [[float(r)] for r in built]
-    given = list(ranks)
-    if not built:
-        raise invalid_argument('search', '--ranks', given, 'no --ranks: the supernet has no low-rank layers '
-                               '(build its backbone with lowrank=dict(ratio=...) beside slimmable=)')
-    if not given or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1 for r in given):
-        raise invalid_argument('search', '--ranks', given, 'rank ratios in (0, 1]')
-    values = [sorted({float(r) for r in given if r <= b + 1e-9}) for b in built]
-    empty = [k for k, v in enumerate(values) if not v]
-    if empty:
-        raise invalid_argument('search', '--ranks', given, f'at least one value per stage up to its built ratio '
-                               f'{built}', f' (none for stage(s) {empty})')
-    return values
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -66,8 +66,8 @@ from torch import nn
 from ._base import DenseBackbone, invalid_argument, register_mechanism
 from .lowrank import LowRankLinear, rank_for
 
-__all__ = ['NotExportableError', 'set_width', 'get_width', 'get_depths', 'get_ranks', 'rank_ratios', 'width_groups',
-           'depth_stages', 'at_width', 'trained_widths', 'export_width', 'export_model', 'channel_map',
+__all__ = ['NotExportableError', 'set_width', 'get_width', 'get_depths', 'get_ranks', 'rank_ratios',
+           'rank_choices', 'width_groups', 'depth_stages', 'at_width', 'trained_widths', 'export_width', 'export_model', 'channel_map',
            'pad_to_full', 'scala_widths', 'is_slimmable', 'distillation_loss', 'SLIMMABLE_DEFAULTS']
 
 SLIMMABLE_DEFAULTS: dict[str, Any] = dict(min_width=0.25, step=1 / 16, widths=None, off_grid=False)
@@ -682,6 +682,28 @@ def rank_ratios(model: nn.Module) -> list[float]:
     """The rank ratio per stage the low-rank layers were built with (the largest a sub-network is sure to
     fit); [] without `lowrank=`."""
     return list(_state(model, 'rank_ratios').plan.rank_ratios)
+
+
+def rank_choices(model: nn.Module, ranks: Optional[Sequence[float]], owner: str, name: str) -> list[list[float]]:
+    """Per stage of the low-rank layers, the rank ratios a sub-network may take: the values of `ranks` up to
+    that stage's built ratio (ascending; they always fit the built rank), or the built ratio alone when
+    `ranks` is None; [] without low-rank layers. `ranks` on a model without low-rank layers, values outside
+    (0, 1], or values leaving a stage none are refused (`owner`: `name`=... in the message)."""
+    built = rank_ratios(model)
+    if ranks is None:
+        return [[float(r)] for r in built]
+    given = list(ranks)
+    if not built:
+        raise invalid_argument(owner, name, given, f'no {name}: the model has no low-rank layers (build its '
+                               'backbone with lowrank=dict(ratio=...) beside slimmable=)')
+    if not given or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1 for r in given):
+        raise invalid_argument(owner, name, given, 'rank ratios in (0, 1]')
+    values = [sorted({float(r) for r in given if r <= b + 1e-9}) for b in built]
+    empty = [k for k, v in enumerate(values) if not v]
+    if empty:
+        raise invalid_argument(owner, name, given, f'at least one value per stage up to its built ratio '
+                               f'{built}', f' (none for stage(s) {empty})')
+    return values
 
 
 def set_width(model: nn.Module, width: 'float | dict | Sequence[float]', depths: Optional[Sequence[int]] = None,

@@ -77,10 +77,9 @@ def lowrank_checkpoint(child: Path, ckpt: Path, where: Path) -> Path:
         return out
     import torch
 
-    from backbones import load_pretrained
-    from backbones.runner import _load_local_checkpoint, build_model, trust_checkpoints_under
-    trust_checkpoints_under(str(ckpt.parent))
-    state = _load_local_checkpoint(str(ckpt), map_location='cpu')
+    from backbones import load_pretrained, read_checkpoint
+    from backbones.runner import build_model
+    state = read_checkpoint(ckpt, trust=True)            # this experiment's own (or scala_experiment's) run
     state = state.get('state_dict', state)
     model = build_model(str(child))
     prefix = 'model.backbone.'
@@ -118,20 +117,17 @@ def main() -> int:
     supernets = Path(args.supernets).resolve() if args.supernets else None
     results = []
     children = max(1, args.population // 2)
-    spaces = ['widths'] + (['ranks'] if args.ranks else [])
     for task in args.tasks:
         ckpt = supernet(task, out, supernets, root)
+        (out / task).mkdir(parents=True, exist_ok=True)
+        inputs = {'widths': (REPO / 'configs' / 'demo' / TASKS[task], ckpt, [])}
+        if args.ranks:
+            child = lowrank_child(REPO / 'configs' / 'demo' / TASKS[task], out / task)
+            inputs['ranks'] = (child, lowrank_checkpoint(child, ckpt, out / task), ['--ranks', *map(str, args.ranks)])
         for fraction in args.budgets:
-            for space in spaces:
-                config, extra = REPO / 'configs' / 'demo' / TASKS[task], []
-                target = out / task / f'{args.kind}-{fraction:g}x'
-                target.parent.mkdir(parents=True, exist_ok=True)
-                checkpoint = ckpt
-                if space == 'ranks':
-                    config = lowrank_child(config, out / task)
-                    checkpoint = lowrank_checkpoint(config, ckpt, out / task)
-                    extra = ['--ranks', *map(str, args.ranks)]
-                    target = target.with_name(target.name + '-ranks')
+            for space in inputs:
+                config, checkpoint, extra = inputs[space]
+                target = out / task / (f'{args.kind}-{fraction:g}x' + ('-ranks' if space == 'ranks' else ''))
                 start = time.time()
                 print(f'[{task}] search at {args.kind}={fraction:g}x ({space})', flush=True)
                 run([sys.executable, '-m', 'backbones', 'search', str(config), str(checkpoint),
