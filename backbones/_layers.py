@@ -27,8 +27,8 @@ class DropPath(nn.Module):
         if self.drop_prob == 0.0 or not self.training:
             return x
         keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
+        scale = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
+        return x * scale                        # one pass over x (x * mask / keep takes two, four with backward)
 
     def extra_repr(self) -> str:
         return f'drop_prob={self.drop_prob}'
@@ -78,24 +78,31 @@ class Mlp(nn.Module):
         return self.drop(linear(self.fc2, self.drop(linear(self.fc1, x, self.act))))
 
     def _chunk_rows(self, x: torch.Tensor) -> int:
-        """Tokens per chunk in CPU training when the hidden activation would reach MLP_CHUNK_ABOVE bytes,
-        else 0 (one pass). See MLP_CHUNK_BYTES."""
+        """Tokens per chunk on the CPU when the hidden activation would reach MLP_CHUNK_ABOVE bytes in
+        training (MLP_INFER_CHUNK_ABOVE without gradients), else 0 (one pass). See MLP_CHUNK_BYTES."""
         tokens = x.numel() // max(x.shape[-1], 1)
         hidden_bytes = self.fc1.out_features * 4            # fp32 (autocast's bf16 halves it: still chunked)
-        if (tokens * hidden_bytes < MLP_CHUNK_ABOVE or x.device.type != 'cpu' or not torch.is_grad_enabled()
-                or not plain_eager() or hooked(self)):
+        above, size = ((MLP_CHUNK_ABOVE, MLP_CHUNK_BYTES) if torch.is_grad_enabled()
+                       else (MLP_INFER_CHUNK_ABOVE, MLP_INFER_CHUNK_BYTES))
+        if tokens * hidden_bytes < above or x.device.type != 'cpu' or not plain_eager() or hooked(self):
             return 0
-        return max(1, MLP_CHUNK_BYTES // hidden_bytes)
+        return max(1, size // hidden_bytes)
 
 
-# CPU training: an Mlp whose hidden activation (tokens x hidden, fp32) would take >= MLP_CHUNK_ABOVE bytes
+# CPU: an Mlp whose hidden activation (tokens x hidden, fp32) would take >= MLP_CHUNK_ABOVE bytes in training
 # runs over chunks of MLP_CHUNK_BYTES of hidden activation, then concatenates the outputs (same values; the
 # weight gradients are sums over chunks, equal up to float rounding). glibc serves blocks >= 32 MiB by mmap
 # and returns them on free, so every such activation and gradient is page-faulted in anew on every step
 # (~1 ms per 4 MiB here: Twins-PCPVT-S stage 1, 2 x 16384 x 512 fp32 = 64 MiB, four of them per block per
-# step); smaller blocks are recycled from the heap.
+# step); smaller blocks are recycled from the heap. Inference (no gradients) chunks from 16 MiB into 4 MiB:
+# glibc trims the top of its heap once the free space there passes twice its (dynamic) mmap threshold, so a
+# forward whose transient peak rises well above the steady heap faults its big blocks in anew on every call
+# (S3-T 512² b1: ~15k page faults per forward, none with its stage-1 hidden activations in 4 MiB chunks;
+# 372-377 → 355-360 ms, alternated in one process).
 MLP_CHUNK_BYTES = 8 << 20
 MLP_CHUNK_ABOVE = 32 << 20
+MLP_INFER_CHUNK_BYTES = 4 << 20
+MLP_INFER_CHUNK_ABOVE = 16 << 20
 
 
 def plain_eager() -> bool:
@@ -587,17 +594,27 @@ def run_maybe_checkpointed(fn: Callable, *args, enabled: bool):
     return fn(*args)
 
 
-def relative_position_index(window: int, table_window: Optional[int] = None) -> torch.Tensor:
-    """Swin-style index (w², w²) into a ((2t-1)², heads) relative position table, t = `table_window`
-    (default w): tokens row-major in the w×w window; offsets (dy, dx) ∈ [-(w-1), w-1]² address the
-    table's centre rows, so a window smaller than the table's uses exactly its own offsets."""
-    t = window if table_window is None else table_window
-    if window > t:
-        raise ValueError(f'window {window} needs a table of window >= {window}, got table_window {t}')
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij'))
+def relative_position_index(window: int | tuple[int, int], table_window: Optional[int] = None) -> torch.Tensor:
+    """Swin-style index (N, N) into a ((2t-1)², heads) relative position table, t = `table_window`
+    (default w): the N tokens of a w×w window (or of a rows×cols cell, `window` a pair) row-major; offsets
+    (dy, dx) ∈ [-(t-1), t-1]² address the table's centre rows, so a window smaller than the table's uses
+    exactly its own offsets."""
+    rows, cols = (window, window) if isinstance(window, int) else window
+    t = max(rows, cols) if table_window is None else table_window
+    if max(rows, cols) > t:
+        raise ValueError(f'window {window} needs a table of window >= {max(rows, cols)}, got table_window {t}')
+    coords = torch.stack(torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing='ij'))
     coords = coords.flatten(1)                                   # 2, N
     rel = coords[:, :, None] - coords[:, None, :] + (t - 1)      # 2, N, N
     return rel[0] * (2 * t - 1) + rel[1]
+
+
+def relative_position_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(heads, w², w²) bias from a ((2t-1)², heads) table and a (w², w²) `relative_position_index`. Gathered
+    along the table's rows of its transpose, so the backward is a contiguous index_add over (heads, rows)
+    (the plain `table[index]` accumulates a heads-strided gradient: 7.7 vs 0.2 ms for a 14×14 window)."""
+    n = index.shape[-1]
+    return table.t().index_select(1, index.reshape(-1)).view(-1, n, n)
 
 
 def resize_relative_position_tables(state_dict: dict[str, torch.Tensor], own: dict[str, torch.Tensor],

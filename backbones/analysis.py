@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._layers import relative_position_bias
+
 __all__ = ['AttentionChunk', 'LayerInfo', 'AttentionLocality', 'chunk_statistics', 'centred_window_distance',
            'mean_grid_distance', 'find_attention_layers', 'summarize']
 
@@ -222,8 +224,8 @@ def _hrformer_chunks(mod: nn.Module, x: torch.Tensor, chunk: int,
     pos = pos - torch.tensor([top, left], dtype=pos.dtype, device=pos.device)   # image token coordinates
     bias = None
     if mod.with_rpe:
-        table = mod.relative_position_bias_table[mod.relative_position_index.reshape(-1)]
-        bias = table.reshape(ws * ws, ws * ws, heads).permute(2, 0, 1).to(x.dtype)  # heads, L, L
+        bias = relative_position_bias(mod.relative_position_bias_table, mod.relative_position_index)
+        bias = bias.to(x.dtype)                                                 # heads, L, L
     windows = _windows(xp, ws)
     chunk = max(1, chunk // (ws * ws))                                        # queries → windows per step
     outs = []
@@ -248,14 +250,18 @@ def _hrformer_chunks(mod: nn.Module, x: torch.Tensor, chunk: int,
     return _unwindows(out, hp, wp, ws)[:, top:top + h, left:left + w]
 
 
-def _s3_chunks(mod: nn.Module, windows: torch.Tensor, layout: Any, chunk: int,
+def _s3_chunks(mod: nn.Module, x: torch.Tensor, layout: Any, chunk: int,
                collect: bool) -> Iterator[AttentionChunk]:
-    """S3 WindowAttention: windows (N·nW, w², C) of the map padded right/bottom and rolled by -shift
+    """S3 WindowAttention: x (N, H, W, C), windows of the map padded right/bottom and rolled by -shift
     (`layout`: backbones.s3.WindowLayout); relative position bias, shift-region and padded-key mask."""
+    from .s3 import _partition, _reverse, attention_mask, pad_roll, unroll_crop
     h, w, ws, shift, mask = layout
+    if mask is None:                     # eager layouts carry none (cells): the official windows' own
+        mask = attention_mask(h, w, ws, shift, x.device)
     hp, wp = h + (-h) % ws, w + (-w) % ws
     n_win = (hp // ws) * (wp // ws)
-    n, c = windows.shape[0] // n_win, windows.shape[-1]
+    n, c = x.shape[0], x.shape[-1]
+    windows = _partition(pad_roll(x, hp, wp, shift), ws)
     heads = mod.num_heads
     valid = torch.zeros(1, hp, wp, dtype=torch.bool, device=windows.device)
     valid[:, :h, :w] = True
@@ -282,7 +288,8 @@ def _s3_chunks(mod: nn.Module, windows: torch.Tensor, layout: Any, chunk: int,
             outs.append((probs @ v).transpose(2, 3).reshape(n, g, ws * ws, -1))
     if not collect:
         return None
-    return mod.proj(torch.cat(outs, 1)).reshape(n * n_win, ws * ws, -1)
+    out = _reverse(torch.cat(outs, 1).reshape(n * n_win, ws * ws, -1), ws, n, hp, wp)
+    return mod.proj(unroll_crop(out, h, w, shift))
 
 
 # ---------------------------------------------------------------------------------------------------

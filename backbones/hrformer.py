@@ -68,7 +68,8 @@ from ._base import (FLAG, POSITIVE, POSITIVE_INT, DenseBackbone, Each, OneOf, Ru
                     register_converter)
 from ._layers import (NORM2D_TYPES, ConvNormSequential, add_residual, build_norm2d, conv_norm,
                       drop_path_or_identity, drop_path_schedule, linear, nchw_to_nlc, nlc_to_nchw,
-                      recompute_activations, relative_position_index, resize_relative_position_tables,
+                      recompute_activations, relative_position_bias, relative_position_index,
+                      resize_relative_position_tables,
                       run_maybe_checkpointed)
 from ._taps import Tap
 
@@ -140,9 +141,8 @@ class WindowAttention(nn.Module):
         w = self.window_size
         bias = None
         if self.with_rpe:
-            n = w * w
-            bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
-            bias = bias.reshape(n, n, self.num_heads).permute(2, 0, 1)  # heads, N, N (fp32 table)
+            bias = relative_position_bias(self.relative_position_bias_table,
+                                          self.relative_position_index)   # heads, N, N (fp32 table)
         if self.pad_mask and any(pads):
             left, right, top, bottom = pads
             hp, wp = padded_hw

@@ -8,8 +8,8 @@ slimmable widths) takes the default path.
 
 * Blocks (S3, Twins, FocalNet pre-LN, HRFormer): the token mixer runs over bounded chunks with the
   block's LayerNorm fused into each chunk (LayerNorm is token-wise) and the residual added per chunk:
-  window attention (S3 shifted windows, Twins LSA, HRFormer centre-padded windows) over bands of
-  window rows, qkv computed per band (S3: scores over groups of heads, adds in place), so the full
+  window attention (S3 cells of the shifted-window grid as its default path attends them, Twins LSA,
+  HRFormer centre-padded windows) over bands of window / cell rows, qkv computed per band, so the full
   qkv / attention tensors never exist; Twins GSA over chunks of queries, its sub-sampled keys/values
   from bands of rows; FocalNet's modulation over bands of rows (`f` per band, the focal levels as row
   streams, see below, the gated contexts accumulated in place into one context sum, the global context
@@ -129,76 +129,44 @@ def _lean_mlp_forward(self: Mlp, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------
-# S3: shifted window attention over bands of window rows
+# S3: attention within cells (the default path's `cell_groups`) over bands of cell rows
 # ---------------------------------------------------------------------------------------------------
-def _s3_window_attention(attn: nn.Module, windows: torch.Tensor, bias: torch.Tensor,
-                         mask: Optional[torch.Tensor], budget: int) -> torch.Tensor:
-    """`s3.WindowAttention.forward`'s operators on some windows (`mask`: their rows of the layout's),
-    the scores over groups of heads of at most `budget` bytes (adds and softmax in place)."""
-    b, n, c = windows.shape
-    heads = attn.num_heads
-    qkv = linear(attn.qkv, windows).reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)                                        # each b, heads, n, d
-    out = windows.new_empty(b, n, heads, c // heads)
-    group = min(heads, _count(budget, b * n * n * windows.element_size()))
-    for h0 in range(0, heads, group):
-        h1 = min(heads, h0 + group)
-        scores = (q[:, h0:h1] * attn.scale) @ k[:, h0:h1].transpose(-2, -1)
-        scores.add_(bias[:, h0:h1])
-        if mask is not None:
-            nw = mask.shape[0]
-            scores.view(b // nw, nw, h1 - h0, n, n).add_(mask[None, :, None])
-        scores = scores.softmax(-1).to(v.dtype)
-        out[:, :, h0:h1] = (scores @ v[:, h0:h1]).transpose(1, 2)
-        del scores
-    del q, k, v, qkv
-    return linear(attn.proj, out.view(b, n, c))
-
-
-def _rolled_runs(start: int, stop: int, shift: int, padded: int, real: int) -> list[tuple[int, int, int]]:
-    """Rows [start, stop) of a map padded to `padded` rows and rolled by -`shift`, as runs (offset in
-    the band, row of the unrolled map, count) of real rows (< `real`); at most two runs per wrap."""
-    runs = []
-    i = start
-    while i < stop:
-        row = (i + shift) % padded
-        count = min(stop - i, padded - row)          # until the wrap
-        if row < real:
-            runs.append((i - start, row, min(count, real - row)))
-        i += count
-    return runs
+def _cell_bands(h: int, window: int, shift: int, rows: int) -> list[tuple[int, int, list]]:
+    """The cell rows of an h-row map (`s3._axis_runs`) in bands of about `rows` rows (at least one cell):
+    (first row, end row, the band's row runs relative to its first row)."""
+    from .s3 import _axis_runs
+    cells = [(start + i * size, size) for start, size, count in _axis_runs(h, window, shift) for i in range(count)]
+    bands, i = [], 0
+    while i < len(cells):
+        j = i + 1
+        while j < len(cells) and cells[j][0] + cells[j][1] - cells[i][0] <= rows:
+            j += 1
+        top = cells[i][0]
+        runs: list = []
+        for start, size in cells[i:j]:
+            if runs and runs[-1][1] == size:
+                runs[-1][2] += 1
+            else:
+                runs.append([start - top, size, 1])
+        bands.append((top, cells[j - 1][0] + cells[j - 1][1], [tuple(r) for r in runs]))
+        i = j
+    return bands
 
 
 def _lean_s3_block(self, x: torch.Tensor, layouts: Optional[dict] = None) -> torch.Tensor:
-    from .s3 import _partition, _reverse
+    from .s3 import _axis_runs
     if not _lean_ok(self):
         return type(self).forward(self, x, layouts)
     budget = self.lean_chunk_bytes
     n, h, w, c = x.shape
-    layout = self.layout(h, w, x.device, layouts)
-    win, shift = layout.window, layout.shift
-    hp, wp = -(-h // win) * win, -(-w // win) * win
-    across, down = wp // win, hp // win
+    layout = self.layout(h, w, x.device, layouts, with_mask=False)
     attn = self.attn
-    bias = attn.position_bias(win).unsqueeze(0)
-    row_bytes = n * across * (attn.num_heads * win ** 4 + 8 * win * win * c) * x.element_size()
-    band = _count(budget, row_bytes)
-    out = _target(x)
-    for r0 in range(0, down, band):
-        r1 = min(down, r0 + band)
-        runs = _rolled_runs(r0 * win, r1 * win, shift, hp, h)
-        y = x.new_zeros(n, (r1 - r0) * win, wp, c)
-        for at, row, count in runs:
-            y[:, at:at + count, :w] = self.norm1(x[:, row:row + count])
-        if shift:
-            y = torch.roll(y, -shift, 2)
-        mask = None if layout.mask is None else layout.mask[r0 * across:r1 * across]
-        y = _s3_window_attention(attn, _partition(y, win), bias, mask, budget)
-        y = _reverse(y, win, n, (r1 - r0) * win, wp)
-        if shift:
-            y = torch.roll(y, shift, 2)
-        for at, row, count in runs:
-            torch.add(y[:, at:at + count, :w], x[:, row:row + count], out=out[:, row:row + count])
+    columns = _axis_runs(w, layout.window, layout.shift)
+    row_bytes = n * w * (attn.num_heads * layout.window ** 2 + 8 * c) * x.element_size()   # scores, qkv, cells
+    out, biases = _target(x), {}
+    for top, end, runs in _cell_bands(h, layout.window, layout.shift, _count(budget, row_bytes)):
+        y = attn.attend_groups(self.norm1(x[:, top:end]), [(r, col) for r in runs for col in columns], biases)
+        torch.add(linear(attn.proj, y), x[:, top:end], out=out[:, top:end])
         del y
     _residual_mlp_(out.view(-1, c), self.norm2, self.mlp, budget)
     return out

@@ -63,7 +63,7 @@ def register_all_modules(init_default_scope: bool = False) -> None:
 
 # ---- Scala training (backbones.slimming) ------------------------------------------------------------
 import functools  # noqa: E402
-from typing import Optional, Sequence  # noqa: E402
+from typing import Iterable, Optional, Sequence  # noqa: E402
 
 from mmengine.model import BaseModel  # noqa: E402
 from mmengine.registry import LOOPS as MMENGINE_LOOPS  # noqa: E402
@@ -95,7 +95,13 @@ class ScalaModel(BaseModel):
     detector's `bbox_head` (sigmoid or softmax KL: box regression targets are exact already), pose
     heatmaps of `head` (MSE: heatmaps are not distributions). Two-stage detectors are refused: their
     second stage sees other proposals at each width, so outputs do not correspond.
-    Validation and test run at `val_width`; `backbones.ScalaValLoop` reports several widths.
+    Validation and test run at `val_width`; `backbones.ScalaValLoop` reports several widths. BatchNorms of the
+    neck and heads keep running statistics per trained width, as the backbone's do (`slimming.track_norms`).
+    Before each validation and at the end of training (before the checkpoint is written), `tools/train.py`
+    re-estimates the BatchNorm statistics of `calibrate_widths` (default: the ScalaValLoop's widths, else
+    0.25 / 0.5 / 0.75 / 1) over `calibrate_batches` training batches with the current weights
+    (`calibrate_scala_norms`; 0 turns it off): a width drawn in one step of five keeps a running average
+    over weights that kept changing.
 
     `rank_ratios` (a backbone built with `lowrank=` as well, MCUFormer's rank search space): the passes
     below width 1 also draw one rank ratio per stage from these values (those up to the built ratio of the
@@ -105,7 +111,8 @@ class ScalaModel(BaseModel):
 
     def __init__(self, model=None, warmup_iters: int = 0, distill: str = 'auto', distill_weight: float = 1.0,
                  val_width: float = 1.0, seed: int = 0, init_cfg=None, task: str | None = None,
-                 rank_ratios: Optional[Sequence[float]] = None, **task_cfg):
+                 rank_ratios: Optional[Sequence[float]] = None, calibrate_batches: int = 16,
+                 calibrate_widths: Optional[Sequence[float]] = None, **task_cfg):
         import random
         from . import slimming
         if (model is None) == (task is None):
@@ -122,6 +129,8 @@ class ScalaModel(BaseModel):
         if not slimming.is_slimmable(backbone):
             raise ValueError('ScalaModel: model.backbone must be built with slimmable=dict(...)')
         slimming.set_width(backbone, val_width)
+        slimming.track_norms(backbone, [m for name, m in task.named_modules()     # neck / head BN: per width
+                                        if name != 'backbone' and not name.startswith('backbone.')])
         self.head_name = next((n for n in _DISTILLED_HEADS if getattr(task, n, None) is not None), None)
         if self.head_name is None or hasattr(task, 'roi_head'):
             raise NotImplementedError(f'ScalaModel: distillation needs a decode_head (segmentation), a one-stage '
@@ -136,6 +145,10 @@ class ScalaModel(BaseModel):
         self.val_width = val_width
         self.rank_choices = (None if rank_ratios is None else
                              slimming.rank_choices(backbone, rank_ratios, 'ScalaModel', 'rank_ratios'))
+        if isinstance(calibrate_batches, bool) or not isinstance(calibrate_batches, int) or calibrate_batches < 0:
+            raise ValueError(f'ScalaModel: calibrate_batches={calibrate_batches!r}; expected a count >= 0')
+        self.calibrate_batches = calibrate_batches
+        self.calibrate_widths = None if calibrate_widths is None else [float(w) for w in calibrate_widths]
         self._rng = random.Random(seed)
         self._iter = 0
 
@@ -255,3 +268,40 @@ def _scala_val_loop_class() -> type:
             return metrics
 
     return _ScalaValLoop
+
+
+def calibrate_scala_norms(model, batches: Iterable, count: int, widths: Sequence[float]) -> int:
+    """Re-estimate the running statistics of every BatchNorm of a ScalaModel's task model (backbone rows,
+    neck and heads) at each of `widths`: statistics reset, then `count` batches of `batches` (training data)
+    forwarded in training mode without gradients, cumulative averages (momentum None). Returns the number of
+    BatchNorms calibrated (0: none, nothing run)."""
+    import itertools
+
+    import torch
+    from torch import nn
+
+    from . import slimming
+    task = _task_model(model)
+    norms = [m for m in task.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or count <= 0:
+        return 0
+    wrapper = getattr(model, 'module', model)
+    momenta = [m.momentum for m in norms]
+    was_training = task.training
+    data = list(itertools.islice(iter(batches), count))
+    try:
+        for m in norms:
+            m.momentum = None
+        task.train()
+        with torch.no_grad():
+            for width in widths:
+                with slimming.at_width(task.backbone, width):
+                    slimming.reset_norm_statistics(task.backbone, norms)
+                    for batch in data:
+                        batch = wrapper.data_preprocessor(batch, True)
+                        task(batch['inputs'], batch['data_samples'], mode='tensor')
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        task.train(was_training)
+    return len(norms)

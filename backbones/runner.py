@@ -130,6 +130,7 @@ def train(config: str, work_dir: Optional[str] = None, resume: Optional[str | bo
     _init_cpu_distributed(launcher)
     runner = Runner.from_cfg(cfg)
     _register_adapter_hook(runner)
+    _register_scala_calibration_hook(runner)
     runner.train()
     return runner
 
@@ -168,6 +169,46 @@ def _register_adapter_hook(runner) -> None:
             self._save(runner, 'adapters_final.pth')
 
     runner.register_hook(AdapterFileHook())
+
+
+def _register_scala_calibration_hook(runner) -> None:
+    """Scala runs (`backbones.ScalaModel`, calibrate_batches > 0) re-estimate their BatchNorm statistics per
+    width (`registry.calibrate_scala_norms`) after the training iteration / epoch that precedes a validation
+    and after the last one, before that iteration's checkpoint is written."""
+    from mmengine.hooks import Hook
+    from mmengine.runner import EpochBasedTrainLoop
+
+    from .registry import ScalaModel, calibrate_scala_norms
+    model = _unwrap(runner.model)
+    if not isinstance(model, ScalaModel) or not model.calibrate_batches:
+        return
+    widths = model.calibrate_widths or getattr(runner.val_loop, 'widths', None) or [0.25, 0.5, 0.75, 1.0]
+
+    class ScalaCalibrationHook(Hook):
+        priority = 'NORMAL'            # before CheckpointHook (VERY_LOW) in the same after_train_* call
+
+        def _due(self, runner, done: int, total: int) -> bool:
+            loop = runner.train_loop
+            interval, begin = getattr(loop, 'val_interval', 0), getattr(loop, 'val_begin', 1)
+            return done == total or bool(interval and done >= begin and done % interval == 0)
+
+        def _calibrate(self, runner) -> None:
+            count = calibrate_scala_norms(runner.model, runner.train_dataloader, model.calibrate_batches, widths)
+            if count:
+                runner.logger.info(f'Scala: BatchNorm statistics of {count} layers re-estimated at widths '
+                                   f'{", ".join(f"{w:g}" for w in widths)} over {model.calibrate_batches} batches')
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            if not isinstance(runner.train_loop, EpochBasedTrainLoop) and \
+                    self._due(runner, runner.iter + 1, runner.max_iters):
+                self._calibrate(runner)
+
+        def after_train_epoch(self, runner) -> None:
+            if isinstance(runner.train_loop, EpochBasedTrainLoop) and \
+                    self._due(runner, runner.epoch + 1, runner.max_epochs):
+                self._calibrate(runner)
+
+    runner.register_hook(ScalaCalibrationHook())
 
 
 def test(config: str, checkpoint: Optional[str], work_dir: Optional[str] = None,

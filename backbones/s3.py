@@ -31,6 +31,13 @@ multiple of the window; padded keys get a -1e4 bias (an exact 0 after the softma
 -100 still separates shifted regions, so a padded token never changes a real token's output. Odd maps are
 zero-padded before PatchMerging and the image to a multiple of the patch size (as mmdet's Swin).
 
+How it runs. Padded, rolled, masked windows attend exactly within the cells of a grid on the real map
+(`cell_groups`: boundaries every w tokens from the shift, cut by the map's edges), so eager runs attend per
+cell: no padded token, no roll, no mask (the official -100 leaves exp(-100) ≈ 4e-44 of cross-region weight,
+below fp32 resolution next to 1), and qkv / proj run on the real tokens only (S3-T 512²: stage 3 pads its
+32×32 map to 42×42 windows of 14). Traced, compiled and exported graphs keep the padded windows, whose
+shapes follow the input size (`WindowAttention._attend_windows`; tests hold both paths equal).
+
 Differences from the original:
     * any input size (the original asserts the built `img_size`); dense outputs: the stage tokens before
       the stage's PatchMerging, NCHW, strides 4/8/16/32, with optional LayerNorms `norm{i}` (`out_norm`,
@@ -46,18 +53,20 @@ and its output norm (as mmdet's Swin).
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ._base import (POSITIVE, POSITIVE_INT, DenseBackbone, Each, invalid_argument, register_backbone,
                     register_converter)
 from ._layers import (Mlp, PatchEmbed, add_residual, drop_path_or_identity, drop_path_schedule,
-                      init_linear_or_layernorm, linear, relative_position_index, resize_relative_position_tables,
-                      run_maybe_checkpointed)
+                      init_linear_or_layernorm, linear, plain_eager, relative_position_bias,
+                      relative_position_index, resize_relative_position_tables, run_maybe_checkpointed)
 from ._taps import Tap
 from .weights import CheckpointError
 
@@ -82,7 +91,8 @@ def window_layout(height: int, width: int, window: int, shift: int) -> tuple[int
 
 class WindowLayout(NamedTuple):
     """How a block attends on a height×width map: square windows of side `window` over the map padded
-    right/bottom to multiples of it, rolled by -`shift`, with the additive `mask` (`attention_mask`)."""
+    right/bottom to multiples of it, rolled by -`shift`, with the additive `mask` (`attention_mask`; None
+    where none is needed, and in eager runs, whose cells need none: `S3Block.layout(with_mask=False)`)."""
     height: int
     width: int
     window: int
@@ -102,6 +112,114 @@ def _reverse(windows: torch.Tensor, window: int, n: int, hp: int, wp: int) -> to
     c = windows.shape[-1]
     x = windows.view(n, hp // window, wp // window, window, window, c).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(n, hp, wp, c)
+
+
+def pad_roll(x: torch.Tensor, hp: int, wp: int, shift: int) -> torch.Tensor:
+    """(N, H, W, C) → (N, Hp, Wp, C), zero-padded right/bottom and rolled by -`shift` (x itself when there is
+    neither): the official windows' input (traced graphs, analysis)."""
+    h, w = x.shape[1:3]
+    if (hp, wp) != (h, w):
+        x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+    return torch.roll(x, (-shift, -shift), (1, 2)) if shift else x
+
+
+def unroll_crop(y: torch.Tensor, h: int, w: int, shift: int) -> torch.Tensor:
+    """The inverse of `pad_roll` on the real tokens: (N, Hp, Wp, C) → (N, H, W, C)."""
+    y = torch.roll(y, (shift, shift), (1, 2)) if shift else y
+    return y if y.shape[1:3] == (h, w) else y[:, :h, :w]
+
+
+# Cells: the exact regions a block attends within. The official shifted-window attention (pad, roll, windows,
+# masks) is attention within the cells of a grid on the unrolled map: boundaries every `window` tokens from
+# `shift` (0 unshifted) on both axes, the first and last cell of an axis cut by the map's edges (the rolled
+# edge windows are split by the shift masks; padded keys are masked). Offsets inside a cell are the same as
+# in its window, so the relative position bias is the window's. Eager runs attend per cell (no padded token
+# is computed, no mask is needed); traced and exported graphs keep the padded windows, whose shapes follow
+# the input size (a cell grid is fixed at trace time).
+CellGroup = tuple[tuple[int, int, int], tuple[int, int, int]]   # (row run, column run): (start, size, count)
+
+
+def _axis_runs(length: int, window: int, shift: int) -> list[tuple[int, int, int]]:
+    """One axis's cells as runs (start, size, count) of equal-size cells."""
+    runs, start = [], 0
+    if shift:
+        runs.append((0, shift, 1))
+        start = shift
+    full, rest = divmod(length - start, window)
+    if full:
+        runs.append((start, window, full))
+    if rest:
+        runs.append((start + full * window, rest, 1))
+    return runs
+
+
+def cell_groups(height: int, width: int, window: int, shift: int) -> list[CellGroup]:
+    """The cells of a height×width map (window / shift of its `WindowLayout`), grouped by shape: at most
+    nine groups, each a regular grid of `count` rows × `count` columns of size×size cells."""
+    return [(r, c) for r in _axis_runs(height, window, shift) for c in _axis_runs(width, window, shift)]
+
+
+def _cells_of(x: torch.Tensor, groups: Sequence[CellGroup], parts: int, heads: int) -> list[torch.Tensor]:
+    """(N, H, W, parts·heads·d) → per group (parts, N·cells, heads, a·b, d), cells row-major."""
+    n = x.shape[0]
+    out = []
+    for (r0, a, rows), (c0, b, cols) in groups:
+        t = x[:, r0:r0 + rows * a, c0:c0 + cols * b].view(n, rows, a, cols, b, parts, heads, -1)
+        out.append(t.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(parts, n * rows * cols, heads, a * b, -1))
+    return out
+
+
+def _map_of(cells: Sequence[torch.Tensor], groups: Sequence[CellGroup], n: int, h: int, w: int) -> torch.Tensor:
+    """The inverse of `_cells_of`: per group (parts, N·cells, heads, a·b, d) → (N, H, W, parts·heads·d)."""
+    parts, _, heads, _, d = cells[0].shape
+    out = cells[0].new_empty(n, h, w, parts * heads * d)
+    for t, ((r0, a, rows), (c0, b, cols)) in zip(cells, groups):
+        target = out[:, r0:r0 + rows * a, c0:c0 + cols * b].view(n, rows, a, cols, b, parts, heads, d)
+        target.copy_(t.view(parts, n, rows, cols, heads, a, b, d).permute(1, 2, 5, 3, 6, 0, 4, 7))
+    return out
+
+
+class _ToCells(torch.autograd.Function):
+    """`_cells_of` with `_map_of` as its backward: one copy each way (slicing the map per group under
+    autograd would accumulate one zero-filled map per group)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, groups: Sequence[CellGroup], parts: int, heads: int):
+        ctx.geometry = groups, x.shape[:3]
+        return tuple(_cells_of(x, groups, parts, heads))
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        groups, (n, h, w) = ctx.geometry
+        return _map_of([g.contiguous() for g in grads], groups, n, h, w), None, None, None
+
+
+class _FromCells(torch.autograd.Function):
+    """`_map_of` with `_cells_of` as its backward."""
+
+    @staticmethod
+    def forward(ctx, groups: Sequence[CellGroup], n: int, h: int, w: int, *cells: torch.Tensor) -> torch.Tensor:
+        ctx.geometry = groups, cells[0].shape[0], cells[0].shape[2]
+        return _map_of(cells, groups, n, h, w)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        groups, parts, heads = ctx.geometry
+        return (None, None, None, None, *_cells_of(grad.contiguous(), groups, parts, heads))
+
+
+def to_cells(x: torch.Tensor, groups: Sequence[CellGroup], parts: int, heads: int) -> list[torch.Tensor]:
+    """(N, H, W, parts·heads·d) → per cell group (parts, N·cells, heads, a·b, d) (`cell_groups`)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return list(_ToCells.apply(x, groups, parts, heads))
+    return _cells_of(x, groups, parts, heads)
+
+
+def from_cells(cells: Sequence[torch.Tensor], groups: Sequence[CellGroup], n: int, h: int, w: int) -> torch.Tensor:
+    """The inverse of `to_cells`: per group (parts, N·cells, heads, a·b, d) → (N, H, W, parts·heads·d)."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in cells):
+        return _FromCells.apply(groups, n, h, w, *cells)
+    return _map_of(cells, groups, n, h, w)
 
 
 def attention_mask(height: int, width: int, window: int, shift: int,
@@ -138,10 +256,13 @@ def attention_mask(height: int, width: int, window: int, shift: int,
 # building blocks
 # ---------------------------------------------------------------------------------------------------
 class WindowAttention(nn.Module):
-    """Multi-head self-attention within windows, head dim 32, Swin relative position bias.
+    """Multi-head self-attention within shifted windows, head dim 32, Swin relative position bias.
 
-    (B·nW, w², C) windows → (B·nW, w², C). The table covers windows up to `window_size`; a smaller
-    window uses its centre rows. `mask` (nW, w², w²) is added after the bias, per window."""
+    (N, H, W, C) normalised tokens → (N, H, W, C). `qkv` and `proj` run on the real tokens only. Eager:
+    attention within the cells of the layout (`cell_groups`), no padding, no mask. Traced, compiled or
+    exported: the official windows, cut from the qkv map zero-padded right/bottom and rolled by -shift, with
+    the layout's mask (padded keys never attended, padded queries dropped). The table covers windows up to
+    `window_size`; a smaller window or cell uses its centre rows."""
 
     def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True,
                  qk_scale: Optional[float] = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
@@ -161,35 +282,84 @@ class WindowAttention(nn.Module):
         self.register_buffer('relative_position_index', relative_position_index(window_size), persistent=False)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def position_bias(self, window: int) -> torch.Tensor:
-        """(heads, window², window²) relative position bias for a window of side `window`."""
-        if window == self.window_size:
+    def position_bias(self, cell: int | tuple[int, int]) -> torch.Tensor:
+        """(heads, N, N) relative position bias of a window of side `cell`, or of an a×b cell (a pair)."""
+        cell = tuple(cell) if isinstance(cell, (tuple, list)) else (cell, cell)   # (a traced size: a 0-d tensor)
+        if cell == (self.window_size, self.window_size):
             index = self.relative_position_index
         else:
-            index = relative_position_index(window, self.window_size).to(self.relative_position_index.device)
-        n = window * window
-        return self.relative_position_bias_table[index.reshape(-1)].view(n, n, -1).permute(2, 0, 1)
+            index = _cell_index(cell, self.window_size).to(self.relative_position_index.device)
+        return relative_position_bias(self.relative_position_bias_table, index)
 
-    def forward(self, windows: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
-        b, n, c = windows.shape
-        qkv = linear(self.qkv, windows).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)                                           # each B·nW, heads, N, 32
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        attn = attn + self.position_bias(layout.window).unsqueeze(0)
-        if layout.mask is not None:
-            nw = layout.mask.shape[0]
-            attn = attn.view(b // nw, nw, self.num_heads, n, n) + layout.mask[None, :, None]
-            attn = attn.view(b, self.num_heads, n, n)
-        attn = self.attn_drop(attn.softmax(-1)).to(v.dtype)
-        out = (attn @ v).transpose(1, 2).reshape(b, n, c)
-        return self.proj_drop(linear(self.proj, out))
+    def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        y = self._attend_cells(x, layout) if plain_eager() else self._attend_windows(x, layout)
+        return self.proj_drop(linear(self.proj, y))
+
+    def _scores(self, q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """softmax(q·k^T·scale + bias) with dropout; q, k (..., heads, L, 32), bias broadcastable."""
+        attn = (q * self.scale) @ k.transpose(-2, -1)                     # a fresh tensor
+        if attn.dtype != bias.dtype:                                      # autocast: the scores in fp32
+            attn = attn.to(torch.promote_types(attn.dtype, bias.dtype))
+        attn.add_(bias)                                                   # in place: matmul keeps q and k
+        return self.attn_drop(attn.softmax(-1))
+
+    def _attend_cells(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        """Eager: attention within each cell (`cell_groups`) of the real tokens; (N, H, W, C) → (N, H, W, C)."""
+        return self.attend_groups(x, cell_groups(x.shape[1], x.shape[2], layout.window, layout.shift))
+
+    def attend_groups(self, x: torch.Tensor, groups: Sequence[CellGroup], biases: Optional[dict] = None
+                      ) -> torch.Tensor:
+        """Attention within the cells of `groups`, which tile x (N, H, W, C) → (N, H, W, C), before `proj`
+        (lean inference passes the cells of a band of rows, and `biases`: position biases by cell shape,
+        kept across its bands)."""
+        n, h, w, _ = x.shape
+        biases = {} if biases is None else biases
+        outs = []
+        for ((_, a, _), (_, b, _)), qkv in zip(groups, to_cells(linear(self.qkv, x), groups, 3, self.num_heads)):
+            q, k, v = qkv.unbind(0)                                       # each N·cells, heads, a·b, 32
+            if (a, b) not in biases:
+                biases[a, b] = self.position_bias((a, b))
+            attn = self._scores(q, k, biases[a, b])
+            outs.append((attn.to(v.dtype) @ v).unsqueeze(0))
+        return from_cells(outs, groups, n, h, w)
+
+    def _attend_windows(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        """Traced / compiled / exported: the official padded, rolled windows with the layout's mask (shapes
+        follow the input size); (N, H, W, C) → (N, H, W, C)."""
+        n, h, w, _ = x.shape
+        win, shift, heads = layout.window, layout.shift, self.num_heads
+        hp, wp = h + (-h) % win, w + (-w) % win
+        qkv = pad_roll(linear(self.qkv, x), hp, wp, shift)                # N, Hp, Wp, 3C
+        qkv = qkv.view(n, hp // win, win, wp // win, win, 3, heads, -1).permute(5, 0, 1, 3, 6, 2, 4, 7)
+        nw, tokens = (hp // win) * (wp // win), win * win
+        q, k, v = (t.reshape(n, nw, heads, tokens, -1) for t in qkv.unbind(0))   # each N, nW, heads, w², 32
+        bias = self.position_bias(win)
+        mask = layout.mask if layout.mask is not None else attention_mask(h, w, win, shift, x.device)
+        if mask is not None:
+            bias = bias + mask[:, None]                                   # nW, heads, w², w²
+        attn = self._scores(q, k, bias).to(v.dtype)
+        out = (attn @ v).view(n, hp // win, wp // win, heads, win, win, -1).permute(0, 1, 4, 2, 5, 3, 6)
+        return unroll_crop(out.reshape(n, hp, wp, -1), h, w, shift)
+
+
+def _cell_index(cell: tuple[int, int], table_window: int) -> torch.Tensor:
+    """`relative_position_index` of an a×b cell into a window-`table_window` table (CPU). Cached when
+    made as an ordinary tensor (eager, not under inference mode or a dispatch mode such as fake tensors)."""
+    if not plain_eager() or torch.is_inference_mode_enabled() or _get_current_dispatch_mode() is not None:
+        return relative_position_index(cell, table_window)
+    return _cached_cell_index(cell, table_window)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_cell_index(cell: tuple[int, int], table_window: int) -> torch.Tensor:
+    return relative_position_index(cell, table_window)
 
 
 class S3Block(nn.Module):
     """x + DropPath(W-MSA(LN(x))) then x + DropPath(MLP(LN(x))); (N, H, W, C) → (N, H, W, C).
 
     `window_size` / `shift_size`: the block's window and shift (`window_layout` adapts them to the map).
-    `mixer_tap` sees norm1's output after padding (N, Hp, Wp, C), `mlp_tap` norm2's output."""
+    `mixer_tap` sees norm1's output (N, H, W, C), `mlp_tap` norm2's output."""
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, mlp_ratio: float,
                  qkv_bias: bool = True, qk_scale: Optional[float] = None, drop: float = 0.0,
@@ -209,42 +379,29 @@ class S3Block(nn.Module):
         return {'mixer_tap': ['attn.qkv'], 'mlp_tap': ['mlp.fc1']}
 
     def layout(self, height: int, width: int, device: torch.device | str = 'cpu',
-               cache: Optional[dict] = None) -> WindowLayout:
-        """This block's `WindowLayout` on a height×width map (`cache`: shared by the blocks of a stage)."""
+               cache: Optional[dict] = None, with_mask: bool = True) -> WindowLayout:
+        """This block's `WindowLayout` on a height×width map (`cache`: shared by the blocks of a stage;
+        `with_mask=False`: no mask, for the eager cells)."""
         window, shift = window_layout(height, width, self.window_size, self.shift_size)
-        key = (height, width, window, shift)
+        key = (height, width, window, shift, with_mask)
         if cache is not None and key in cache:
             return cache[key]
-        layout = WindowLayout(height, width, window, shift, attention_mask(height, width, window, shift, device))
+        mask = attention_mask(height, width, window, shift, device) if with_mask else None
+        layout = WindowLayout(height, width, window, shift, mask)
         if cache is not None:
             cache[key] = layout
         return layout
 
     def forward(self, x: torch.Tensor, layouts: Optional[dict] = None) -> torch.Tensor:
         """`layouts`: a cache shared by the blocks of one stage in one forward (see `layout`)."""
-        layout = self.layout(x.shape[1], x.shape[2], x.device, layouts)
+        layout = self.layout(x.shape[1], x.shape[2], x.device, layouts, with_mask=not plain_eager())
         x = add_residual(x, self.drop_path(self.mixer_tap.branch(lambda t: self._attention_branch(t, layout), x)),
                          self.attn)
         return add_residual(x, self.drop_path(self.mlp_tap.feed(self.mlp, x, self.norm2)), self.mlp)
 
     def _attention_branch(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
-        """(N, H, W, C) → (N, H, W, C): norm1, padding, `mixer_tap`, shifted window attention, crop."""
-        n, h, w, _ = x.shape
-        window, shift = layout.window, layout.shift
-        y = self.norm1(x)
-        pad_h, pad_w = (-h) % window, (-w) % window
-        if pad_h or pad_w:
-            y = F.pad(y, (0, 0, 0, pad_w, 0, pad_h))
-        y = self.mixer_tap(y)
-        hp, wp = h + pad_h, w + pad_w
-        if shift:
-            y = torch.roll(y, (-shift, -shift), (1, 2))
-        y = _reverse(self.attn(_partition(y, window), layout), window, n, hp, wp)
-        if shift:
-            y = torch.roll(y, (shift, shift), (1, 2))
-        if pad_h or pad_w:
-            y = y[:, :h, :w].contiguous()
-        return y
+        """(N, H, W, C) → (N, H, W, C): norm1, `mixer_tap`, shifted window attention."""
+        return self.attn(self.mixer_tap(self.norm1(x)), layout)
 
 
 class PatchMerging(nn.Module):

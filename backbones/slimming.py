@@ -624,11 +624,7 @@ def apply_slimmable(model: DenseBackbone, cfg: Any) -> None:
     for e in plan.entries:
         if e.bn is None or e.module.running_mean is None:
             continue
-        bn = e.module
-        bn.register_buffer('slim_running_mean', bn.running_mean.detach().repeat(rows, 1))
-        bn.register_buffer('slim_running_var', bn.running_var.detach().repeat(rows, 1))
-        bn.register_buffer('slim_num_batches_tracked', bn.num_batches_tracked.detach().repeat(rows))
-        bn.register_load_state_dict_pre_hook(_fill_missing_bn_rows)
+        _add_bn_rows(e.module, rows)
     model.OPTIONAL_MODEL_KEYS = tuple(model.OPTIONAL_MODEL_KEYS) + (r'\.slim_(running_mean|running_var|'
                                                                       r'num_batches_tracked)$',)
     model._slim_state = _SlimState(plan, cfg)
@@ -642,6 +638,74 @@ def _fill_missing_bn_rows(module: nn.Module, state_dict: dict, prefix: str, *arg
             rows = module._buffers['slim_' + name].shape[0]
             state_dict[key] = state_dict[full].detach().reshape(1, -1).repeat(rows, 1).reshape(
                 module._buffers['slim_' + name].shape)
+
+
+def track_norms(backbone: nn.Module, modules: Sequence[nn.Module]) -> int:
+    """Give the BatchNorms among `modules` (the neck and heads reading a slimmable backbone) running
+    statistics per trained width, as the backbone's own BatchNorms have: their inputs' statistics change
+    with the width, so one shared estimate fits no width (Scala training updates it at four widths per step).
+    A uniform width of the trained grid other than 1 uses its row (`slim_running_*` buffers, saved in
+    checkpoints; an ordinary checkpoint fills every row from the full statistics); width 1, off-grid and
+    per-group widths use the ordinary statistics. Returns how many BatchNorms were given rows."""
+    state = _state(backbone, 'track_norms')
+    rows = len(state.plan.bn_rows)
+    count = 0
+    for module in modules:
+        if (not isinstance(module, nn.modules.batchnorm._BatchNorm) or module.running_mean is None
+                or 'slim_running_mean' in module._buffers):
+            continue
+        _add_bn_rows(module, rows)
+        module.register_forward_pre_hook(functools.partial(_enter_downstream_norm, state))
+        module.register_forward_hook(_exit_downstream_norm, always_call=True)
+        count += 1
+    return count
+
+
+def _add_bn_rows(bn: nn.Module, rows: int) -> None:
+    bn.register_buffer('slim_running_mean', bn.running_mean.detach().repeat(rows, 1))
+    bn.register_buffer('slim_running_var', bn.running_var.detach().repeat(rows, 1))
+    bn.register_buffer('slim_num_batches_tracked', bn.num_batches_tracked.detach().repeat(rows))
+    bn.register_load_state_dict_pre_hook(_fill_missing_bn_rows)
+
+
+def _downstream_row(state: _SlimState) -> Optional[int]:
+    """The statistics row of a tracked downstream BatchNorm at the current width (None: its own)."""
+    ratio = state.width.ratio
+    return None if isinstance(ratio, dict) or ratio == 1.0 else state.plan.bn_rows.get(ratio)
+
+
+def _enter_downstream_norm(state: _SlimState, module: nn.Module, args: tuple) -> None:
+    row = _downstream_row(state)
+    saved = {}
+    if row is not None:
+        for name in _BN_STATS + ('num_batches_tracked',):
+            saved[name] = module._buffers[name]
+            module._buffers[name] = module._buffers['slim_' + name][row]
+    module._slim_saved = saved
+
+
+def _exit_downstream_norm(module: nn.Module, args: tuple, output: Any) -> None:
+    module._buffers.update(getattr(module, '_slim_saved', {}))
+    module._slim_saved = {}
+
+
+def reset_norm_statistics(backbone: nn.Module, norms: Sequence[nn.Module]) -> None:
+    """Reset the running statistics that `norms` (BatchNorms of the backbone or tracked by `track_norms`)
+    use at the backbone's current width: their row for it, or their own at width 1 (for re-estimating them
+    with the final weights: `registry.calibrate_scala_norms`)."""
+    state = _state(backbone, 'reset_norm_statistics')
+    entries = {id(e.module): e for e in state.plan.entries if e.bn is not None}
+    for norm in norms:
+        row = None
+        if 'slim_running_mean' in norm._buffers:
+            entry = entries.get(id(norm))
+            row = state.width.row(entry.bn) if entry is not None else _downstream_row(state)
+        if row is None:
+            norm.reset_running_stats()
+        else:
+            norm.slim_running_mean[row].zero_()
+            norm.slim_running_var[row].fill_(1)
+            norm.slim_num_batches_tracked[row].zero_()
 
 
 def is_slimmable(model: nn.Module) -> bool:
@@ -993,7 +1057,7 @@ def _ocr_head_inputs(cfg: dict, prefix: str, state: dict, counts: list[int]) -> 
 
 
 SCALA_WRAPPER_ARGS = ('type', 'task', 'model', 'warmup_iters', 'distill', 'distill_weight', 'val_width', 'seed',
-                      'init_cfg')
+                      'init_cfg', 'rank_ratios', 'calibrate_batches', 'calibrate_widths')
 INPUT_CONSUMERS = {'FPN': _fpn_inputs, 'HRFPN': _hrfpn_inputs, 'HeatmapHead': _heatmap_head_inputs,
                    'FCNHead': _fcn_head_inputs, 'UPerHead': _uper_head_inputs, 'OCRHead': _ocr_head_inputs}
 """Config type of a module reading the backbone outputs → which of its weights read which outputs."""
@@ -1073,7 +1137,8 @@ def export_model(model_cfg: dict, state_dict: dict[str, torch.Tensor], width: 'f
     narrow = export_width(model, width, depths, ranks)
     cmap = channel_map(model, width)
     counts = [sum(b - a for a, b in r) for _, r in cmap]
-    out_state = {k: v for k, v in state_dict.items() if not k.startswith('backbone.')}
+    out_state = _downstream_statistics({k: v for k, v in state_dict.items() if not k.startswith('backbone.')},
+                                       _downstream_row(_sub_network_state(model, width)))
     out_state.update({f'backbone.{k}': v for k, v in narrow.state_dict().items()})
     for (prefix, consumer), kind in zip(consumers, kinds):
         for key, dim, outs, trailing in INPUT_CONSUMERS[kind](consumer, prefix, state_dict, counts):
@@ -1088,6 +1153,26 @@ def export_model(model_cfg: dict, state_dict: dict[str, torch.Tensor], width: 'f
         new_backbone['lowrank'] = dict(ratio=list(narrow.lowrank_cfg['ratio']))
     model_cfg['backbone'] = new_backbone
     return model_cfg, out_state, narrow
+
+
+def _sub_network_state(model: nn.Module, width: Any) -> _SlimState:
+    """The model's slimming state with the sub-network of `width` active (for its statistics row)."""
+    state = _state(model, 'export-width')
+    view = copy.copy(state)
+    view.width = _Width(state.plan, _check_width(state, width, 'export-width'))
+    return view
+
+
+def _downstream_statistics(state_dict: dict[str, torch.Tensor], row: Optional[int]) -> dict[str, torch.Tensor]:
+    """Neck / head state dict with each tracked BatchNorm's statistics of `row` (`track_norms`; None: its
+    own) as its ordinary ones and the per-width rows dropped."""
+    out = {k: v for k, v in state_dict.items() if '.slim_' not in k}
+    if row is not None:
+        for key, value in state_dict.items():
+            if '.slim_' in key:
+                prefix, name = key.split('.slim_')
+                out[f'{prefix}.{name}'] = value[row].clone()
+    return out
 
 
 def _signature(cls: type) -> dict:

@@ -363,8 +363,8 @@ def test_focalnet_training_gradients_with_the_depthwise_backward(monkeypatch):
 
 
 def test_mlp_chunks_large_training_activations(monkeypatch):
-    """In CPU training an Mlp with a large hidden activation runs over token chunks (allocator-friendly
-    blocks): same outputs and gradients as one pass; one pass without gradients or under a hook."""
+    """On the CPU an Mlp with a large hidden activation runs over token chunks (allocator-friendly blocks):
+    same outputs and gradients as one pass; one pass under a hook; inference has its own thresholds."""
     import backbones._layers as layers
     from backbones._layers import Mlp
     torch.manual_seed(0)
@@ -387,4 +387,10 @@ def test_mlp_chunks_large_training_activations(monkeypatch):
     for a, b in zip(torch.autograd.grad(out, [x, *mlp.parameters()], grad), want_grads):
         torch.testing.assert_close(a, b, atol=1e-13, rtol=1e-13)
     with torch.no_grad():
-        assert mlp._chunk_rows(x) == 0
+        assert mlp._chunk_rows(x) == 0                                       # below the inference threshold
+        monkeypatch.setattr(layers, 'MLP_INFER_CHUNK_ABOVE', 0)
+        monkeypatch.setattr(layers, 'MLP_INFER_CHUNK_BYTES', 24 * 4 * 50)    # 50 tokens per chunk
+        assert mlp._chunk_rows(x) == 50
+        calls.clear()
+        torch.testing.assert_close(mlp(x), want, atol=1e-14, rtol=0)
+        assert calls == [(50, 6), (50, 6), (26, 6)]

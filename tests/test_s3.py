@@ -197,51 +197,37 @@ def micro(arch: str = 'tiny', **kw) -> S3:
     return S3(arch=S3.micro_arch(arch), **kw)
 
 
-class _PaddingNoise(nn.Module):
-    """Writes noise into the padded rows/columns of what a mixer tap sees; `real` is set per call."""
+def _outputs_with_padding_noise(model: S3, x: torch.Tensor, scale: float, monkeypatch) -> tuple[tuple, int]:
+    """The model's outputs when the padded positions of every block's qkv windows hold noise of `scale`."""
+    original, calls = s3_module.pad_roll, []
 
-    def __init__(self, scale: float):
-        super().__init__()
-        self.scale, self.real, self.calls = scale, None, 0
+    def noisy_pad_roll(t: torch.Tensor, hp: int, wp: int, shift: int) -> torch.Tensor:
+        y = original(t, hp, wp, shift)
+        if (hp, wp) == tuple(t.shape[1:3]):
+            return y
+        calls.append(1)
+        padded = original(torch.ones_like(t[..., :1]), hp, wp, shift) == 0     # where the padding landed
+        assert int(padded.sum()) == t.shape[0] * (hp * wp - t.shape[1] * t.shape[2])
+        return torch.where(padded, scale * torch.randn_like(y), y)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        h, w = self.real
-        self.calls += int(y.shape[1] > h or y.shape[2] > w)
-        y = y.clone()
-        y[:, h:] = self.scale * torch.randn_like(y[:, h:])
-        y[:, :, w:] = self.scale * torch.randn_like(y[:, :, w:])
-        return y
-
-
-def _outputs_with_padding_noise(model: S3, x: torch.Tensor, scale: float) -> tuple[tuple, int]:
-    handles, taps = [], []
-    for layer in model.layers:
-        for block in layer.blocks:
-            tap = _PaddingNoise(scale)
-            block.mixer_tap.install(tap)
-            taps.append(tap)
-            handles.append(block.register_forward_pre_hook(
-                lambda mod, args, tap=tap: setattr(tap, 'real', tuple(args[0].shape[1:3]))))
+    monkeypatch.setattr(s3_module, 'pad_roll', noisy_pad_roll)
+    monkeypatch.setattr(s3_module, 'plain_eager', lambda: False)      # the padded windows (traced graphs)
     torch.manual_seed(1)
     try:
-        outs = run(model, x)
+        return run(model, x), len(calls)
     finally:
-        for handle in handles:
-            handle.remove()
-        for layer in model.layers:
-            for block in layer.blocks:
-                block.mixer_tap.install(None)
-    return outs, sum(t.calls for t in taps)
+        monkeypatch.undo()
 
 
 @pytest.mark.parametrize('arch,size', [('tiny', (65, 97)), ('small', (71, 45)), ('base', (33, 130))])
-def test_padded_tokens_never_change_real_outputs(arch, size):
-    """Whatever the padded tokens hold (noise written by a mixer tap, which sits after the padding), the
-    real tokens' outputs are unchanged: padded keys are masked, shifted or not."""
+def test_padded_tokens_never_change_real_outputs(arch, size, monkeypatch):
+    """The padded windows of traced graphs: whatever the padded tokens hold (noise written into their
+    queries, keys and values), the real tokens' outputs are unchanged: padded keys are masked, shifted or
+    not, and padded queries dropped. (Eager runs have no padded token: the cell tests below.)"""
     model = micro(arch, out_norm=False)
     x = torch.randn(2, 3, *size)
-    clean, padded_blocks = _outputs_with_padding_noise(model, x, 0.0)
-    noisy, _ = _outputs_with_padding_noise(model, x, 3.0)
+    clean, padded_blocks = _outputs_with_padding_noise(model, x, 0.0, monkeypatch)
+    noisy, _ = _outputs_with_padding_noise(model, x, 3.0, monkeypatch)
     assert padded_blocks >= 4
     for a, b in zip(clean, noisy):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
@@ -251,10 +237,76 @@ def test_padding_test_is_sensitive(monkeypatch):
     """Without the padded-key mask the same noise does change real outputs (the test above can fail)."""
     model = micro('tiny', out_norm=False)
     x = torch.randn(1, 3, 65, 97)
-    clean, _ = _outputs_with_padding_noise(model, x, 0.0)
+    clean, _ = _outputs_with_padding_noise(model, x, 0.0, monkeypatch)
     monkeypatch.setattr(s3_module, 'PAD_MASK', 0.0)
-    noisy, _ = _outputs_with_padding_noise(model, x, 3.0)
+    noisy, _ = _outputs_with_padding_noise(model, x, 3.0, monkeypatch)
     assert any(not torch.allclose(a, b, atol=1e-4) for a, b in zip(clean, noisy))
+
+
+@pytest.mark.parametrize('h,w,win,shift', [(9, 9, 7, 3), (17, 25, 7, 3), (32, 32, 14, 7), (16, 16, 7, 3),
+                                           (14, 28, 7, 0), (5, 37, 5, 0), (21, 21, 7, 3), (30, 45, 14, 7)])
+def test_cells_are_the_official_shifted_window_regions(h, w, win, shift):
+    """Two real tokens attend each other in the official layout (same padded, rolled window and mask 0)
+    exactly when they share a cell of `cell_groups`; the cells tile the map."""
+    cell = torch.full((h, w), -1, dtype=torch.long)
+    count = 0
+    for (r0, a, rows), (c0, b, cols) in s3_module.cell_groups(h, w, win, shift):
+        for i in range(rows):
+            for j in range(cols):
+                assert (cell[r0 + i * a:r0 + (i + 1) * a, c0 + j * b:c0 + (j + 1) * b] == -1).all()
+                cell[r0 + i * a:r0 + (i + 1) * a, c0 + j * b:c0 + (j + 1) * b] = count
+                count += 1
+    assert (cell >= 0).all()
+    hp, wp = h + (-h) % win, w + (-w) % win
+    ids = torch.arange(1, h * w + 1, dtype=torch.float64).view(1, h, w, 1)       # 0 marks padding
+    windows = s3_module._partition(s3_module.pad_roll(ids, hp, wp, shift), win)[..., 0].long()   # nW, w²
+    mask = attention_mask(h, w, win, shift)
+    mask = torch.zeros(windows.shape[0], win * win, win * win) if mask is None else mask.expand(-1, win * win, -1)
+    flat = cell.flatten()
+    official = torch.zeros(h * w, h * w, dtype=torch.bool)
+    for tokens, m in zip(windows, mask):
+        real = tokens > 0
+        t = tokens[real] - 1
+        official[t[:, None], t[None, :]] = m[real][:, real] == 0
+    assert torch.equal(official, flat[:, None] == flat[None, :])
+
+
+@pytest.mark.parametrize('arch,size', [('tiny', (65, 97)), ('small', (71, 45)), ('base', (33, 130)),
+                                       ('tiny', (224, 224)), ('tiny', (100, 37))])
+def test_eager_cells_equal_the_padded_windows(arch, size, monkeypatch):
+    """Eager attention per cell gives the padded-window graph's outputs and gradients (float rounding)."""
+    model = micro(arch, out_norm=False).eval()          # eval: no dropout / drop path draws to match
+    x = torch.randn(2, 3, *size)
+    torch.manual_seed(1)
+    weights = [torch.randn_like(o) for o in model(x)]
+
+    def outputs_and_grads():
+        model.zero_grad()
+        outs = model(x)
+        sum((o * g).sum() for o, g in zip(outs, weights)).backward()
+        return [o.detach() for o in outs], {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    cells, cell_grads = outputs_and_grads()
+    monkeypatch.setattr(s3_module, 'plain_eager', lambda: False)
+    windows, window_grads = outputs_and_grads()
+    for a, b in zip(cells, windows):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for name, grad in window_grads.items():
+        torch.testing.assert_close(cell_grads[name], grad, rtol=1e-4, atol=1e-5 * grad.abs().max().item())
+
+
+@pytest.mark.parametrize('eager', [True, False])
+def test_attention_runs_its_linears_on_real_tokens_only(eager, monkeypatch):
+    """qkv and proj see the N·H·W real tokens of a padded, shifted map, not padded ones, on both paths."""
+    if not eager:
+        monkeypatch.setattr(s3_module, 'plain_eager', lambda: False)
+    model = micro('tiny', out_norm=False)
+    block = model.layers[0].blocks[1]                       # stage 0 of 65x97: 17x25, window 7, shifted
+    seen = []
+    for fc in (block.attn.qkv, block.attn.proj):
+        fc.register_forward_hook(lambda m, a, o: seen.append(a[0].shape[:-1].numel()))
+    run(model, torch.randn(2, 3, 65, 97))
+    assert block.layout(17, 25).shift == 3 and seen == [2 * 17 * 25] * 2
 
 
 @pytest.mark.parametrize('size', [(32, 32), (33, 97), (97, 33), (61, 45), (224, 40)])
@@ -273,8 +325,8 @@ def test_taps_positions_and_consumers():
     seen = {}
     block.mixer_tap.register_forward_hook(lambda m, a, o: seen.update(mixer=tuple(o.shape)))
     block.mlp_tap.register_forward_hook(lambda m, a, o: seen.update(mlp=tuple(o.shape)))
-    run(model, torch.randn(1, 3, 65, 97))                  # stage 0: 17x25, window 7 → padded 21x28
-    assert seen == {'mixer': (1, 21, 28, 32), 'mlp': (1, 17, 25, 32)}
+    run(model, torch.randn(1, 3, 65, 97))                  # stage 0: 17x25 (window 7: padded 21x28 inside)
+    assert seen == {'mixer': (1, 17, 25, 32), 'mlp': (1, 17, 25, 32)}
     assert block.tap_consumers() == {'mixer_tap': ['attn.qkv'], 'mlp_tap': ['mlp.fc1']}
     for paths in block.tap_consumers().values():
         assert all(isinstance(block.get_submodule(p), nn.Linear) for p in paths)

@@ -341,6 +341,86 @@ def test_scala_training_step(monkeypatch):
     assert backbones.get_width(model.model.backbone) == 1.0
 
 
+def _scala_model_with_head_bn():
+    """_scala_model with a BatchNorm1d in front of the head's linear layer, tracked per width."""
+    model = _scala_model(warmup_iters=0, backbone_kw=dict(slimmable=dict(), drop_path_rate=0.0))
+    head_bn = torch.nn.BatchNorm1d(model.model.backbone.out_channels[-1])
+    model.model.head = torch.nn.Sequential(head_bn, model.model.head)
+    assert slimming.track_norms(model.model.backbone, list(model.model.head.modules())) == 1
+    return model, head_bn
+
+
+def test_scala_keeps_head_batchnorm_statistics_per_width():
+    """The neck / head BatchNorms of a Scala model keep running statistics per trained width: a training
+    pass at width r updates r's row only (width 1: the ordinary statistics), evaluation at r reads that row,
+    and export-width writes that row as the exported head's statistics."""
+    from mmengine.optim import OptimWrapper
+    model, head_bn = _scala_model_with_head_bn()
+    backbone = model.model.backbone
+    assert slimming.track_norms(backbone, [head_bn]) == 0                       # once
+    grid = slimming.trained_widths(backbone)
+    rows = head_bn.slim_running_mean.clone()
+    assert rows.shape == (len(grid) - 1, head_bn.num_features)
+    full_before = head_bn.running_mean.clone()
+    widths = []
+    draw = slimming.scala_widths
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(slimming, 'scala_widths', lambda m, rng: widths.extend(draw(m, rng)) or widths)
+        model.train_step(dict(inputs=image(), data_samples=torch.tensor([1, 3])),
+                         OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0)))
+    trained = {grid.index(w) for w in widths if w != 1.0}
+    assert len(trained) == 3 and not torch.equal(head_bn.running_mean, full_before)
+    for i in range(len(grid) - 1):
+        assert torch.equal(head_bn.slim_running_mean[i], rows[i]) != (i in trained)
+    seen, full = [], head_bn._buffers['running_mean']
+    head_bn.register_forward_pre_hook(lambda m, a: seen.append(m.running_mean.clone()))
+    model.eval()
+    for width in (0.25, 1.0):
+        with torch.no_grad(), slimming.at_width(backbone, width):
+            model.model(image())
+    assert torch.equal(seen[0], head_bn.slim_running_mean[0]) and torch.equal(seen[1], head_bn.running_mean)
+    assert head_bn._buffers['running_mean'] is full                           # restored after each forward
+
+    state = {f'head.0.{k}': v for k, v in head_bn.state_dict().items()}
+    exported = slimming._downstream_statistics(state, slimming._downstream_row(
+        slimming._sub_network_state(backbone, 0.25)))
+    assert not any('slim_' in k for k in exported)
+    assert torch.equal(exported['head.0.running_mean'], head_bn.slim_running_mean[0])
+    assert torch.equal(exported['head.0.running_var'], head_bn.slim_running_var[0])
+    at_one = slimming._downstream_statistics(state, slimming._downstream_row(
+        slimming._sub_network_state(backbone, 1.0)))
+    assert torch.equal(at_one['head.0.running_mean'], head_bn.running_mean)
+
+
+def test_scala_calibration_re_estimates_the_statistics_of_each_width():
+    """calibrate_scala_norms: per width, the rows it uses are reset and re-estimated as the cumulative
+    average over the given training batches (here one: exactly that batch's statistics); momentum and
+    training mode come back; other widths' rows are untouched."""
+    from backbones.registry import calibrate_scala_norms
+    model, head_bn = _scala_model_with_head_bn()
+    model.eval()
+    backbone = model.model.backbone
+    grid = slimming.trained_widths(backbone)
+    before = head_bn.slim_running_mean.clone()
+    batch = dict(inputs=image(), data_samples=torch.tensor([1, 3]))
+    assert calibrate_scala_norms(model, [batch, batch], 1, [0.25, 1.0]) == 1
+    for width, stats in ((0.25, head_bn.slim_running_mean[0]), (1.0, head_bn.running_mean)):
+        with torch.no_grad(), slimming.at_width(backbone, width):
+            pooled = backbone(image())[-1].mean((2, 3))
+        torch.testing.assert_close(stats, pooled.mean(0), rtol=1e-5, atol=1e-6)
+    assert torch.equal(head_bn.slim_running_mean[1:], before[1:]) and grid[1] != 0.25
+    assert head_bn.momentum == 0.1 and not model.training
+    assert calibrate_scala_norms(model, [batch], 0, [0.25]) == 0
+
+
+def test_scala_wrapper_arguments_are_the_scala_model_arguments():
+    """export-width strips exactly ScalaModel's own arguments from a Scala config to get the task model."""
+    import inspect
+    from backbones.registry import ScalaModel
+    own = set(inspect.signature(ScalaModel.__init__).parameters) - {'self', 'task_cfg'}
+    assert own | {'type'} == set(slimming.SCALA_WRAPPER_ARGS)
+
+
 def test_scala_training_draws_rank_ratios(monkeypatch):
     """With a low-rank supernet and rank_ratios, the passes below width 1 draw a rank ratio per stage from
     those values; width 1 keeps the built ranks; without lowrank= the option is refused."""
