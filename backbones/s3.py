@@ -155,7 +155,8 @@ def _axis_runs(length: int, window: int, shift: int) -> list[tuple[int, int, int
 
 def cell_groups(height: int, width: int, window: int, shift: int) -> list[CellGroup]:
     """The cells of a height×width map (window / shift of its `WindowLayout`), grouped by shape: at most
-    nine groups, each a regular grid of `count` rows × `count` columns of size×size cells."""
+    nine groups ((row start, row size, row count), (column start, column size, column count)), each a
+    regular grid of row count × column count cells of row size × column size tokens."""
     return [(r, c) for r in _axis_runs(height, window, shift) for c in _axis_runs(width, window, shift)]
 
 
