@@ -254,10 +254,9 @@ def _s3_chunks(mod: nn.Module, x: torch.Tensor, layout: Any, chunk: int,
                collect: bool) -> Iterator[AttentionChunk]:
     """S3 WindowAttention: x (N, H, W, C), windows of the map padded right/bottom and rolled by -shift
     (`layout`: backbones.s3.WindowLayout); relative position bias, shift-region and padded-key mask."""
-    from .s3 import _partition, _reverse, attention_mask, pad_roll, unroll_crop
-    h, w, ws, shift, mask = layout
-    if mask is None:                     # eager layouts carry none (cells): the official windows' own
-        mask = attention_mask(h, w, ws, shift, x.device)
+    from .s3 import _partition, _reverse, pad_roll, unroll_crop
+    h, w, ws, shift, _ = layout
+    mask = layout.window_mask(x.device)
     hp, wp = h + (-h) % ws, w + (-w) % ws
     n_win = (hp // ws) * (wp // ws)
     n, c = x.shape[0], x.shape[-1]

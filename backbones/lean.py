@@ -159,7 +159,7 @@ def _lean_s3_block(self, x: torch.Tensor, layouts: Optional[dict] = None) -> tor
         return type(self).forward(self, x, layouts)
     budget = self.lean_chunk_bytes
     n, h, w, c = x.shape
-    layout = self.layout(h, w, x.device, layouts, with_mask=False)
+    layout = self.layout(h, w, x.device, layouts)
     attn = self.attn
     columns = _axis_runs(w, layout.window, layout.shift)
     row_bytes = n * w * (attn.num_heads * layout.window ** 2 + 8 * c) * x.element_size()   # scores, qkv, cells

@@ -230,8 +230,11 @@ class ScalaModel(BaseModel):
         return self.model(inputs, data_samples, mode)
 
 
+SCALA_VAL_WIDTHS = (0.25, 0.5, 0.75, 1.0)     # ScalaValLoop's default widths, also calibrated by default
+
+
 @LOOPS.register_module()
-def ScalaValLoop(runner, dataloader, evaluator, widths=(0.25, 0.5, 0.75, 1.0), fp16: bool = False):  # noqa: N802
+def ScalaValLoop(runner, dataloader, evaluator, widths=SCALA_VAL_WIDTHS, fp16: bool = False):  # noqa: N802
     """mmengine's ValLoop run once per width of `widths` (trained widths of the slimmable backbone);
     metrics are reported as `name@width` (width 1 also under the plain names, for `save_best`). Config:
     `val_cfg = dict(type='backbones.ScalaValLoop', widths=[0.25, 0.5, 0.75, 1.0])`. (A function: importing

@@ -178,11 +178,11 @@ def _register_scala_calibration_hook(runner) -> None:
     from mmengine.hooks import Hook
     from mmengine.runner import EpochBasedTrainLoop
 
-    from .registry import ScalaModel, calibrate_scala_norms
+    from .registry import SCALA_VAL_WIDTHS, ScalaModel, calibrate_scala_norms
     model = _unwrap(runner.model)
     if not isinstance(model, ScalaModel) or not model.calibrate_batches:
         return
-    widths = model.calibrate_widths or getattr(runner.val_loop, 'widths', None) or [0.25, 0.5, 0.75, 1.0]
+    widths = model.calibrate_widths or getattr(runner.val_loop, 'widths', None) or list(SCALA_VAL_WIDTHS)
 
     class ScalaCalibrationHook(Hook):
         priority = 'NORMAL'            # before CheckpointHook (VERY_LOW) in the same after_train_* call

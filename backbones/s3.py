@@ -92,12 +92,18 @@ def window_layout(height: int, width: int, window: int, shift: int) -> tuple[int
 class WindowLayout(NamedTuple):
     """How a block attends on a height×width map: square windows of side `window` over the map padded
     right/bottom to multiples of it, rolled by -`shift`, with the additive `mask` (`attention_mask`; None
-    where none is needed, and in eager runs, whose cells need none: `S3Block.layout(with_mask=False)`)."""
+    where none is needed, and in eager runs, whose cells need none: `window_mask` makes it then)."""
     height: int
     width: int
     window: int
     shift: int
     mask: Optional[torch.Tensor]
+
+    def window_mask(self, device: torch.device | str = 'cpu') -> Optional[torch.Tensor]:
+        """The padded windows' mask: the one carried, else `attention_mask` of this geometry."""
+        if self.mask is not None:
+            return self.mask
+        return attention_mask(self.height, self.width, self.window, self.shift, device)
 
 
 def _partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -335,7 +341,7 @@ class WindowAttention(nn.Module):
         nw, tokens = (hp // win) * (wp // win), win * win
         q, k, v = (t.reshape(n, nw, heads, tokens, -1) for t in qkv.unbind(0))   # each N, nW, heads, w², 32
         bias = self.position_bias(win)
-        mask = layout.mask if layout.mask is not None else attention_mask(h, w, win, shift, x.device)
+        mask = layout.window_mask(x.device)
         if mask is not None:
             bias = bias + mask[:, None]                                   # nW, heads, w², w²
         attn = self._scores(q, k, bias).to(v.dtype)
@@ -380,14 +386,14 @@ class S3Block(nn.Module):
         return {'mixer_tap': ['attn.qkv'], 'mlp_tap': ['mlp.fc1']}
 
     def layout(self, height: int, width: int, device: torch.device | str = 'cpu',
-               cache: Optional[dict] = None, with_mask: bool = True) -> WindowLayout:
+               cache: Optional[dict] = None) -> WindowLayout:
         """This block's `WindowLayout` on a height×width map (`cache`: shared by the blocks of a stage;
-        `with_mask=False`: no mask, for the eager cells)."""
+        the mask only where the padded windows run: traced, compiled or exported graphs)."""
         window, shift = window_layout(height, width, self.window_size, self.shift_size)
-        key = (height, width, window, shift, with_mask)
+        key = (height, width, window, shift)
         if cache is not None and key in cache:
             return cache[key]
-        mask = attention_mask(height, width, window, shift, device) if with_mask else None
+        mask = None if plain_eager() else attention_mask(height, width, window, shift, device)
         layout = WindowLayout(height, width, window, shift, mask)
         if cache is not None:
             cache[key] = layout
@@ -395,7 +401,7 @@ class S3Block(nn.Module):
 
     def forward(self, x: torch.Tensor, layouts: Optional[dict] = None) -> torch.Tensor:
         """`layouts`: a cache shared by the blocks of one stage in one forward (see `layout`)."""
-        layout = self.layout(x.shape[1], x.shape[2], x.device, layouts, with_mask=not plain_eager())
+        layout = self.layout(x.shape[1], x.shape[2], x.device, layouts)
         x = add_residual(x, self.drop_path(self.mixer_tap.branch(lambda t: self._attention_branch(t, layout), x)),
                          self.attn)
         return add_residual(x, self.drop_path(self.mlp_tap.feed(self.mlp, x, self.norm2)), self.mlp)
