@@ -22,6 +22,14 @@ converted by OUR converter into our model, so both compute the same function wit
 the report gives the speed ratio (peer time / our time, > 1 = we are faster), the memory ratio (ours /
 peer) and the max absolute output difference on the same input.
 
+`--peer timm --peer-python PY` (S3): the peer is timm's `swin_s3_*` (the official searched windows, built
+for the input size), run by another interpreter PY whose environment has timm (timm needs torchvision,
+which does not install beside the CPU torch of ours: e.g. a venv with `torch==2.14.1 torchvision==0.29.1
+timm`). The peer's worker writes its state dict; ours loads it with our converter (timm layout), without the
+dense output norms timm's features lack. timm rolls the map before padding it and does not mask padded keys,
+so on sizes that need padding (512²: 128 = 18·7 + 2) it computes another function than the official
+pad-then-roll; where nothing is padded (448²) the outputs are the same.
+
 Usage::
 
     python tools/benchmark.py twins-pcpvt-small --size 512x512 --batch 1 --threads 2 --compare
@@ -71,11 +79,15 @@ class Config:
     steady_peak: bool = False         # CPU: peak of the timed repeats only, from a trimmed heap (see below)
     malloc_mmap_threshold: Optional[int] = None  # glibc MALLOC_MMAP_THRESHOLD_ of the worker (fixed allocator)
     runtime: str = 'torch'            # 'torch', or 'onnxruntime': ours exported to ONNX (dynamic H/W), inference
+    peer_source: str = ''             # '' the family's peer (PEERS), or an entry of ALT_PEERS ('timm')
+    python: str = ''                  # the worker's interpreter ('' this one): a peer's own environment
+    state_path: Optional[str] = None  # the peer writes its state dict here (ours then loads it: `checkpoint`)
 
 
 PEERS = {'twins-pcpvt': 'mmseg PCPVT', 'twins-svt': 'mmseg SVT', 'hrformer': 'mmpose HRFormer',
          'focalnet': 'HF FocalNetModel', 's3': 'mmdet SwinTransformer'}
 S3_PEER_WINDOW = 7   # mmdet's Swin has one window for every stage; S3's searched windows differ per stage
+ALT_PEERS = {('s3', 'timm'): 'timm swin_s3'}   # other peers, chosen with --peer (their own interpreter)
 
 
 def _family_of(variant: str) -> str:
@@ -110,11 +122,19 @@ def _mmpose_extra(cfg: dict) -> dict:
     return extra
 
 
-def build_peer(variant: str, overrides: Optional[dict] = None) -> torch.nn.Module:
-    """The installed peer implementation of `variant`, randomly initialised with seed 0."""
+def build_peer(variant: str, overrides: Optional[dict] = None, source: str = '',
+               size: tuple[int, int] = (512, 512)) -> torch.nn.Module:
+    """The installed peer implementation of `variant` (`source`: '' its family's, or of ALT_PEERS),
+    randomly initialised with seed 0 (timm's is built for input `size`)."""
     family = _family_of(variant)
     _, cfg = _our_class_and_arch(variant, overrides or {})
     torch.manual_seed(0)
+    if source:
+        if (family, source) != ('s3', 'timm') or overrides:
+            raise ValueError(f'peer {source!r}: known for {sorted(ALT_PEERS)} (family, peer), official '
+                             f'variants only; got {variant!r}' + (f' with overrides {overrides}' if overrides else ''))
+        import timm
+        return timm.create_model(variant.replace('s3-', 'swin_s3_') + '_224', pretrained=False, img_size=size)
     if family in ('twins-pcpvt', 'twins-svt'):
         from mmseg.models import backbones as mmseg_backbones
         common = dict(in_channels=3, embed_dims=cfg['embed_dims'], num_heads=cfg['num_heads'],
@@ -172,6 +192,8 @@ def build_ours(variant: str, overrides: Optional[dict] = None, peer_weights: boo
 
 def _as_outputs(impl: str, variant: str, out: Any) -> list[torch.Tensor]:
     """Feature maps an implementation returns, in a comparable order (NCHW)."""
+    if impl == 'peer' and isinstance(out, list):     # timm's intermediates (already NCHW)
+        return out
     if impl == 'peer' and variant.startswith('focalnet-'):
         return [out.reshaped_hidden_states[-1]]   # HF: stage outputs come after the downsample
     outs = list(out)
@@ -181,13 +203,15 @@ def _as_outputs(impl: str, variant: str, out: Any) -> list[torch.Tensor]:
 
 
 def _run_peer(model: torch.nn.Module, variant: str, x: torch.Tensor) -> Any:
+    if hasattr(model, 'forward_intermediates'):      # timm: every stage's output, NCHW
+        return model.forward_intermediates(x, intermediates_only=True)
     if variant.startswith('focalnet-'):
         return model(x, output_hidden_states=True)   # dense use needs every stage
     return model(x)
 
 
 def _loss(outs: Any, variant: str, impl: str) -> torch.Tensor:
-    if impl == 'peer' and variant.startswith('focalnet-'):
+    if impl == 'peer' and variant.startswith('focalnet-') and not isinstance(outs, list):
         outs = outs.reshaped_hidden_states[1:]
     return sum(o.float().mean() for o in outs)
 
@@ -236,12 +260,16 @@ def run_config(cfg: Config) -> dict:
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     if cfg.impl == 'ours':
-        model = build_ours(cfg.variant, cfg.arch_overrides, peer_weights=cfg.compare, model_kwargs=cfg.model_kwargs)
+        alt = cfg.compare and bool(cfg.peer_source)      # the peer's weights come from its worker's file
+        model = build_ours(cfg.variant, cfg.arch_overrides, peer_weights=cfg.compare and not alt,
+                           model_kwargs=dict(cfg.model_kwargs, out_norm=False) if alt else cfg.model_kwargs)
         if cfg.checkpoint:
             from .weights import load_pretrained
             load_pretrained(model, cfg.checkpoint)
     else:
-        model = build_peer(cfg.variant, cfg.arch_overrides)
+        model = build_peer(cfg.variant, cfg.arch_overrides, cfg.peer_source, cfg.size)
+        if cfg.state_path:
+            torch.save(model.state_dict(), cfg.state_path)
     model.to(device)
     train = cfg.mode == 'train'
     model.train(train)
@@ -360,7 +388,10 @@ def measure(cfg: Config) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(cfg.threads), MKL_NUM_THREADS=str(cfg.threads))
     if cfg.malloc_mmap_threshold:
         env['MALLOC_MMAP_THRESHOLD_'] = str(cfg.malloc_mmap_threshold)
-    cmd = [sys.executable, '-m', 'backbones.benchmark', '--worker', json.dumps(asdict(cfg))]
+    if cfg.python:                    # another environment: it finds this package through PYTHONPATH
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env['PYTHONPATH'] = os.pathsep.join(filter(None, [root, env.get('PYTHONPATH')]))
+    cmd = [cfg.python or sys.executable, '-m', 'backbones.benchmark', '--worker', json.dumps(asdict(cfg))]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         return dict(asdict(cfg), error=proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
@@ -378,15 +409,18 @@ def _key(r: dict) -> tuple:
 def benchmark(variants: list[str], sizes: list[tuple[int, int]], batches: list[int], modes: list[str],
               threads: list[int], dtypes: list[str], compile_modes: list[bool], compare: bool,
               device: str = 'cpu', warmup: int = 2, repeats: int = 5, arch_overrides: Optional[dict] = None,
-              rounds: int = 1, log=print, model_kwargs: Optional[dict] = None, vs_plain: bool = False
-              ) -> list[dict]:
+              rounds: int = 1, log=print, model_kwargs: Optional[dict] = None, vs_plain: bool = False,
+              peer_source: str = '', peer_python: str = '') -> list[dict]:
     """Every combination, ours (and the peer with `compare`), one subprocess each, run one after another;
     `rounds` > 1 repeats the subprocesses, alternating peer/ours order, and pools the timings.
     `model_kwargs`: mechanism keywords for ours (e.g. {'adapter': {'type': 'ARC'}}, {'lean': True}); with
     `vs_plain` ours is compared with itself built without them (records of impl 'plain' in the peer's
-    place: speed and memory ratios, outputs not compared)."""
+    place: speed and memory ratios, outputs not compared). `peer_source` (with `compare`): a peer of
+    ALT_PEERS, run by the interpreter `peer_python`; ours loads the weights its first run writes."""
     if compare and vs_plain:
         raise ValueError('benchmark: compare (peer) and vs_plain are exclusive')
+    if peer_source and not compare:
+        raise ValueError('benchmark: a peer source needs compare')
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         for variant in variants:
@@ -405,6 +439,12 @@ def benchmark(variants: list[str], sizes: list[tuple[int, int]], batches: list[i
                                             outputs_path = (os.path.join(tmp, f'{impl}.pt')
                                                             if compare and mode == 'infer' and round_ == 0
                                                             else None)
+                                            state = os.path.join(tmp, 'peer_state.pt') if peer_source else None
+                                            alt = dict(peer_source=peer_source,
+                                                       python=peer_python if impl == 'peer' else '',
+                                                       state_path=state if impl == 'peer' and round_ == 0
+                                                       else None,
+                                                       checkpoint=state if impl == 'ours' else None)
                                             cfg = Config(variant=variant, impl='ours' if impl == 'plain' else impl,
                                                          mode=mode, size=size,
                                                          batch=batch, threads=n_threads, dtype=dtype,
@@ -413,7 +453,7 @@ def benchmark(variants: list[str], sizes: list[tuple[int, int]], batches: list[i
                                                          arch_overrides=arch_overrides or {},
                                                          outputs_path=outputs_path,
                                                          model_kwargs={} if impl == 'plain' else
-                                                         dict(model_kwargs or {}))
+                                                         dict(model_kwargs or {}), **alt)
                                             rec = dict(measure(cfg), impl=impl)
                                             log(_one_line(rec))
                                             runs[impl].append(rec)
@@ -476,7 +516,7 @@ def format_table(records: list[dict]) -> str:
         diff = ours.get('max_abs_diff_vs_peer') if ours else None
         rows.append((key[0], key[1], f'{key[2][0]}x{key[2][1]}', str(key[3]), str(key[4]), key[5],
                      'yes' if key[6] else 'no', cell(ours),
-                     ('ours, plain' if peer['impl'] == 'plain' else PEERS.get(_family_of_safe(key[0]), '-')) if peer else '-',
+                     _peer_name(peer, key[0]) if peer else '-',
                      cell(peer),
                      f"{ours['speedup_vs_peer']:.2f}" if ours and 'speedup_vs_peer' in ours else '-',
                      f"{ours['peak_mem_mib']:.0f}" if ours else '-', f"{peer['peak_mem_mib']:.0f}" if peer else '-',
@@ -486,6 +526,15 @@ def format_table(records: list[dict]) -> str:
     lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, '  '.join('-' * w for w in widths))
     return '\n'.join(lines)
+
+
+def _peer_name(peer: dict, variant: str) -> str:
+    if peer['impl'] == 'plain':
+        return 'ours, plain'
+    family = _family_of_safe(variant)
+    if peer.get('peer_source'):
+        return f"{ALT_PEERS.get((family, peer['peer_source']), peer['peer_source'])} (torch {peer.get('torch', '?')})"
+    return PEERS.get(family, '-')
 
 
 def _family_of_safe(variant: str) -> str:
@@ -517,6 +566,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--arch', type=json.loads, default={},
                         help='JSON overrides of the variant, e.g. \'{"focal_windows": [9, 9, 9, 9]}\'')
     parser.add_argument('--compare', action='store_true', help='also run the peer implementation, same weights')
+    parser.add_argument('--peer', default='', choices=['', *sorted({src for _, src in ALT_PEERS})],
+                        help="with --compare: another peer than the family's (ALT_PEERS), e.g. timm for S3")
+    parser.add_argument('--peer-python', default='',
+                        help='the interpreter of an environment where --peer imports (e.g. a venv with timm)')
     parser.add_argument('--model-kwargs', type=json.loads, default={},
                         help='JSON mechanism keywords for ours, e.g. \'{"adapter": {"type": "ARC"}}\' or \'{"lean": true}\'')
     parser.add_argument('--vs-plain', action='store_true',
@@ -531,12 +584,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     if not args.variants:
         parser.error('name at least one variant (backbones.list_backbones())')
+    if args.peer and not args.compare:
+        parser.error('--peer goes with --compare')
     if args.repeats < 5:
         print('note: fewer than 5 repeats; medians are less reliable', file=sys.stderr)
     records = benchmark(args.variants, args.size, args.batch, args.mode, args.threads, args.dtype,
                         [c == 'compile' for c in args.compile], args.compare, args.device, args.warmup,
                         args.repeats, args.arch, args.rounds, model_kwargs=args.model_kwargs,
-                        vs_plain=args.vs_plain)
+                        vs_plain=args.vs_plain, peer_source=args.peer, peer_python=args.peer_python)
     print()
     print(format_table(records))
     with open(args.json, 'w') as f:

@@ -176,29 +176,35 @@ def _cells_of(x: torch.Tensor, groups: Sequence[CellGroup], parts: int, heads: i
     return out
 
 
-def _map_of(cells: Sequence[torch.Tensor], groups: Sequence[CellGroup], n: int, h: int, w: int) -> torch.Tensor:
-    """The inverse of `_cells_of`: per group (parts, N·cells, heads, a·b, d) → (N, H, W, parts·heads·d)."""
-    parts, _, heads, _, d = cells[0].shape
-    out = cells[0].new_empty(n, h, w, parts * heads * d)
-    for t, ((r0, a, rows), (c0, b, cols)) in zip(cells, groups):
+def _map_of(cells: Sequence[Sequence[torch.Tensor]], groups: Sequence[CellGroup], n: int, h: int, w: int
+            ) -> torch.Tensor:
+    """The inverse of `_cells_of`: per group its parts, each (N·cells, heads, a·b, d) (a (parts, ...) tensor
+    or a sequence of them) → (N, H, W, parts·heads·d)."""
+    parts = len(cells[0])
+    heads, _, d = cells[0][0].shape[1:]
+    out = cells[0][0].new_empty(n, h, w, parts * heads * d)
+    for group, ((r0, a, rows), (c0, b, cols)) in zip(cells, groups):
         target = out[:, r0:r0 + rows * a, c0:c0 + cols * b].view(n, rows, a, cols, b, parts, heads, d)
-        target.copy_(t.view(parts, n, rows, cols, heads, a, b, d).permute(1, 2, 5, 3, 6, 0, 4, 7))
+        for i, t in enumerate(group):
+            target[..., i, :, :].copy_(t.reshape(n, rows, cols, heads, a, b, d).permute(0, 1, 4, 2, 5, 3, 6))
     return out
 
 
 class _ToCells(torch.autograd.Function):
     """`_cells_of` with `_map_of` as its backward: one copy each way (slicing the map per group under
-    autograd would accumulate one zero-filled map per group)."""
+    autograd would accumulate one zero-filled map per group). The parts are separate outputs, so that their
+    gradients reach the backward without being stacked first."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, groups: Sequence[CellGroup], parts: int, heads: int):
-        ctx.geometry = groups, x.shape[:3]
-        return tuple(_cells_of(x, groups, parts, heads))
+        ctx.geometry = groups, x.shape[:3], parts
+        return tuple(part for cells in _cells_of(x, groups, parts, heads) for part in cells.unbind(0))
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
-        groups, (n, h, w) = ctx.geometry
-        return _map_of([g.contiguous() for g in grads], groups, n, h, w), None, None, None
+        groups, (n, h, w), parts = ctx.geometry
+        per_group = [grads[i:i + parts] for i in range(0, len(grads), parts)]
+        return _map_of(per_group, groups, n, h, w), None, None, None
 
 
 class _FromCells(torch.autograd.Function):
@@ -206,27 +212,29 @@ class _FromCells(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, groups: Sequence[CellGroup], n: int, h: int, w: int, *cells: torch.Tensor) -> torch.Tensor:
-        ctx.geometry = groups, cells[0].shape[0], cells[0].shape[2]
-        return _map_of(cells, groups, n, h, w)
+        ctx.geometry = groups, cells[0].shape[1]
+        return _map_of([(t,) for t in cells], groups, n, h, w)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        groups, parts, heads = ctx.geometry
-        return (None, None, None, None, *_cells_of(grad.contiguous(), groups, parts, heads))
+        groups, heads = ctx.geometry
+        return (None, None, None, None, *(c[0] for c in _cells_of(grad.contiguous(), groups, 1, heads)))
 
 
-def to_cells(x: torch.Tensor, groups: Sequence[CellGroup], parts: int, heads: int) -> list[torch.Tensor]:
-    """(N, H, W, parts·heads·d) → per cell group (parts, N·cells, heads, a·b, d) (`cell_groups`)."""
+def to_cells(x: torch.Tensor, groups: Sequence[CellGroup], parts: int, heads: int
+             ) -> list[tuple[torch.Tensor, ...]]:
+    """(N, H, W, parts·heads·d) → per cell group its parts, each (N·cells, heads, a·b, d) (`cell_groups`)."""
     if torch.is_grad_enabled() and x.requires_grad:
-        return list(_ToCells.apply(x, groups, parts, heads))
-    return _cells_of(x, groups, parts, heads)
+        flat = _ToCells.apply(x, groups, parts, heads)
+        return [tuple(flat[i:i + parts]) for i in range(0, len(flat), parts)]
+    return [tuple(cells.unbind(0)) for cells in _cells_of(x, groups, parts, heads)]
 
 
 def from_cells(cells: Sequence[torch.Tensor], groups: Sequence[CellGroup], n: int, h: int, w: int) -> torch.Tensor:
-    """The inverse of `to_cells`: per group (parts, N·cells, heads, a·b, d) → (N, H, W, parts·heads·d)."""
+    """The inverse of `to_cells` for one part: per group (N·cells, heads, a·b, d) → (N, H, W, heads·d)."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in cells):
         return _FromCells.apply(groups, n, h, w, *cells)
-    return _map_of(cells, groups, n, h, w)
+    return _map_of([(t,) for t in cells], groups, n, h, w)
 
 
 def attention_mask(height: int, width: int, window: int, shift: int,
@@ -322,12 +330,12 @@ class WindowAttention(nn.Module):
         n, h, w, _ = x.shape
         biases = {} if biases is None else biases
         outs = []
-        for ((_, a, _), (_, b, _)), qkv in zip(groups, to_cells(linear(self.qkv, x), groups, 3, self.num_heads)):
-            q, k, v = qkv.unbind(0)                                       # each N·cells, heads, a·b, 32
+        cells = to_cells(linear(self.qkv, x), groups, 3, self.num_heads)
+        for ((_, a, _), (_, b, _)), (q, k, v) in zip(groups, cells):     # each N·cells, heads, a·b, 32
             if (a, b) not in biases:
                 biases[a, b] = self.position_bias((a, b))
             attn = self._scores(q, k, biases[a, b])
-            outs.append((attn.to(v.dtype) @ v).unsqueeze(0))
+            outs.append(attn.to(v.dtype) @ v)
         return from_cells(outs, groups, n, h, w)
 
     def _attend_windows(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:

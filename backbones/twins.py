@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import POSITIVE, POSITIVE_INT, DenseBackbone, Each, register_backbone, register_converter
-from ._layers import (Mlp, add_residual, drop_path_or_identity, drop_path_schedule, linear,
-                      nchw_to_nlc, nlc_to_nchw, run_maybe_checkpointed)
+from ._layers import (Mlp, add_residual, channels_last_on_cpu, drop_path_or_identity, drop_path_schedule,
+                      linear, nchw_to_nlc, nlc_to_nchw, run_maybe_checkpointed)
 from ._taps import Tap
 
 __all__ = ['PCPVT', 'SVT', 'convert_twins']
@@ -74,7 +74,7 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=PATCH_EMBED_EPS)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        x = self.proj(x)
+        x = self.proj(channels_last_on_cpu(x))
         hw = (x.shape[2], x.shape[3])
         return self.norm(nchw_to_nlc(x)), hw
 

@@ -394,3 +394,28 @@ def test_mlp_chunks_large_training_activations(monkeypatch):
         calls.clear()
         torch.testing.assert_close(mlp(x), want, atol=1e-14, rtol=0)
         assert calls == [(50, 6), (50, 6), (26, 6)]
+
+
+@pytest.mark.parametrize('patch,size', [(4, (30, 37)), (2, (16, 16))])
+def test_patch_embedding_in_channels_last_memory(patch, size):
+    """The CPU patch embedding runs its conv on a channels-last copy of the image: the tokens come out
+    (N, H, W, C)-contiguous with no transposing copy, with the values and gradients of the plain NCHW conv."""
+    from backbones._layers import PatchEmbed, channels_last_on_cpu
+    torch.manual_seed(0)
+    embed = PatchEmbed(3, 8, patch).double()
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    assert channels_last_on_cpu(x).is_contiguous(memory_format=torch.channels_last)
+    single = x[0]
+    assert channels_last_on_cpu(single) is single                            # only 4-d batches
+    padded = nn.functional.pad(x, (0, -size[1] % patch, 0, -size[0] % patch))
+    conv_out = embed.proj(padded)
+    assert conv_out.is_contiguous()                                          # the plain NCHW path
+    want = embed.norm(conv_out.permute(0, 2, 3, 1))
+    tokens = embed.proj(channels_last_on_cpu(padded)).permute(0, 2, 3, 1)
+    assert tokens.is_contiguous()                                            # a free view, no copy
+    out = embed(x)
+    torch.testing.assert_close(out, want, atol=1e-13, rtol=0)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x, *embed.parameters()], grad)
+    for a, b in zip(got, torch.autograd.grad(want, [x, *embed.parameters()], grad)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)

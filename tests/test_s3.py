@@ -1,7 +1,9 @@
 """S3 (AutoFormerV2): golden fixtures of the official code, manifest mapping and parameter counts, the
 generalised window rule, padding invariance, checkpoint layouts (official / timm / HF-hub), table resizing."""
 import json
+import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -458,3 +460,44 @@ def test_cli_converts_timm_layout_and_prints_the_card(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(['card', 's3']) == 0
     assert capsys.readouterr().out.startswith('# S3 (AutoFormerV2)')
+
+
+def test_benchmark_timm_peer_runs_in_its_own_interpreter(monkeypatch):
+    """`--compare --peer timm --peer-python PY`: the peer's worker runs under PY (this package on its
+    PYTHONPATH) and writes its state dict in round 0, before ours, which loads that file; the table names the
+    peer and its torch. Only S3 has a timm peer."""
+    from backbones import benchmark as bench
+    real_measure = bench.measure
+    seen = []
+
+    def fake_measure(cfg):
+        seen.append(cfg)
+        ms = 10.0 if cfg.impl == 'peer' else 8.0
+        return dict(bench.asdict(cfg), median_ms=ms, min_ms=ms, max_ms=ms, iqr_ms=0.0, times_ms=[ms],
+                    peak_mem_mib=2.0, torch='9.9')
+    monkeypatch.setattr(bench, 'measure', fake_measure)
+    records = bench.benchmark(['s3-tiny'], [(64, 64)], [1], ['train'], [1], ['fp32'], [False], True, rounds=2,
+                              log=lambda _: None, peer_source='timm', peer_python='/opt/peer/bin/python')
+    assert [(c.impl, c.python) for c in seen] == [('peer', '/opt/peer/bin/python'), ('ours', ''),
+                                                  ('ours', ''), ('peer', '/opt/peer/bin/python')]
+    state = seen[0].state_path
+    assert state and seen[1].checkpoint == state and seen[2].checkpoint == state and seen[3].state_path is None
+    assert all(c.peer_source == 'timm' for c in seen)
+    assert records[1]['speedup_vs_peer'] == pytest.approx(10.0 / 8.0)
+    assert 'timm swin_s3 (torch 9.9)' in bench.format_table(records)
+    with pytest.raises(ValueError, match='timm'):
+        bench.build_peer('twins-svt-small', source='timm')
+    with pytest.raises(ValueError, match='needs compare'):
+        bench.benchmark(['s3-tiny'], [(64, 64)], [1], ['train'], [1], ['fp32'], [False], False, peer_source='timm')
+    # the worker's command and environment: PY, with this package importable
+    captured = {}
+
+    def fake_run(cmd, env, **kwargs):
+        captured.update(cmd=cmd, env=env)
+        return type('Done', (), dict(returncode=1, stderr='ModuleNotFoundError: timm', stdout=''))()
+    monkeypatch.setattr(bench.subprocess, 'run', fake_run)
+    result = real_measure(bench.Config(variant='s3-tiny', impl='peer', peer_source='timm', python='/opt/py'))
+    assert result['error'] == 'ModuleNotFoundError: timm'
+    assert captured['cmd'][0] == '/opt/py'
+    root = str(Path(bench.__file__).resolve().parents[1])
+    assert captured['env']['PYTHONPATH'].split(os.pathsep)[0] == root
