@@ -71,6 +71,7 @@ from mmengine.registry import LOOPS as MMENGINE_LOOPS  # noqa: E402
 LOOPS = Registry('loop', parent=MMENGINE_LOOPS, scope='backbones', locations=['backbones.registry'])
 
 _DISTILLED_HEADS = ('decode_head', 'bbox_head', 'head')     # segmentation, one-stage detection, pose
+SCALA_TEACHERS = ('progressive', 'full')   # Scala's --transfer_type progressive / US (the full net teaches all)
 
 
 def _task_model(model):
@@ -90,7 +91,9 @@ class ScalaModel(BaseModel):
     Per iteration (after `warmup_iters` iterations at width 1 only): four forward/backward passes at the
     widths of `slimming.scala_widths` (1, one from the upper half of the grid, one from the lower half,
     the smallest), each with the task's own label losses plus (all but the first) the distillation of
-    the next wider pass's head output, detached (`slimming.distillation_loss`), then ONE optimizer step.
+    the next wider pass's head output (`teacher='progressive'`, Scala's default) or of the full width's
+    (`teacher='full'`, Scala's `--transfer_type US`), detached (`slimming.distillation_loss`), then ONE
+    optimizer step.
     Distilled: segmentation logits of `decode_head` (softmax KL), class logits of a one-stage
     detector's `bbox_head` (sigmoid or softmax KL: box regression targets are exact already), pose
     heatmaps of `head` (MSE: heatmaps are not distributions). Two-stage detectors are refused: their
@@ -110,7 +113,7 @@ class ScalaModel(BaseModel):
     """
 
     def __init__(self, model=None, warmup_iters: int = 0, distill: str = 'auto', distill_weight: float = 1.0,
-                 val_width: float = 1.0, seed: int = 0, init_cfg=None, task: str | None = None,
+                 teacher: str = 'progressive', val_width: float = 1.0, seed: int = 0, init_cfg=None, task: str | None = None,
                  rank_ratios: Optional[Sequence[float]] = None, calibrate_batches: int = 16,
                  calibrate_widths: Optional[Sequence[float]] = None, **task_cfg):
         import random
@@ -141,7 +144,10 @@ class ScalaModel(BaseModel):
                 self.head_name, 'sigmoid' if getattr(head, 'use_sigmoid_cls', False) else 'softmax')
         if distill not in slimming.DISTILL_KINDS:
             raise ValueError(f"ScalaModel: distill={distill!r}; accepted: 'auto' or one of {slimming.DISTILL_KINDS}")
+        if teacher not in SCALA_TEACHERS:
+            raise ValueError(f'ScalaModel: teacher={teacher!r}; accepted: {SCALA_TEACHERS}')
         self.distill, self.distill_weight, self.warmup_iters = distill, float(distill_weight), int(warmup_iters)
+        self.teacher = teacher
         self.val_width = val_width
         self.rank_choices = (None if rank_ratios is None else
                              slimming.rank_choices(backbone, rank_ratios, 'ScalaModel', 'rank_ratios'))
@@ -204,7 +210,8 @@ class ScalaModel(BaseModel):
                         loss = loss + kd
                         log_vars[f'loss_kd_{role}'] = kd.detach()
                 optim_wrapper.backward(loss)
-                teacher = slimming.detached(out)
+                if teacher is None or self.teacher == 'progressive':
+                    teacher = slimming.detached(out)
                 log_vars[f'loss_{role}'] = loss.detach()
                 if width == 1.0:
                     log_vars.update({k: v for k, v in parsed.items() if k != 'loss'})

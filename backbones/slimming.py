@@ -1056,8 +1056,8 @@ def _ocr_head_inputs(cfg: dict, prefix: str, state: dict, counts: list[int]) -> 
     return [(prefix + 'bottleneck.conv.weight', 1, selected, 0)]
 
 
-SCALA_WRAPPER_ARGS = ('type', 'task', 'model', 'warmup_iters', 'distill', 'distill_weight', 'val_width', 'seed',
-                      'init_cfg', 'rank_ratios', 'calibrate_batches', 'calibrate_widths')
+SCALA_WRAPPER_ARGS = ('type', 'task', 'model', 'warmup_iters', 'distill', 'distill_weight', 'teacher', 'val_width',
+                      'seed', 'init_cfg', 'rank_ratios', 'calibrate_batches', 'calibrate_widths')
 INPUT_CONSUMERS = {'FPN': _fpn_inputs, 'HRFPN': _hrfpn_inputs, 'HeatmapHead': _heatmap_head_inputs,
                    'FCNHead': _fcn_head_inputs, 'UPerHead': _uper_head_inputs, 'OCRHead': _ocr_head_inputs}
 """Config type of a module reading the backbone outputs → which of its weights read which outputs."""

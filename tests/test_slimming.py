@@ -1,4 +1,5 @@
 """Slimmable backbones (Scala, `backbones.slimming`): every family, micro widths, odd input sizes."""
+import json
 import random
 
 import pytest
@@ -292,11 +293,13 @@ def _scala_model(warmup_iters=1, backbone_kw=None, **scala_kw):
     return ScalaModel(TinyClassifier(), warmup_iters=warmup_iters, distill='softmax', **scala_kw)
 
 
-def test_scala_training_step(monkeypatch):
+@pytest.mark.parametrize('teacher', ['progressive', 'full'])
+def test_scala_training_step(monkeypatch, teacher):
     """Warm-up: one pass at width 1. Then four passes (1, upper half, lower half, smallest), each smaller
-    one distilled from the previous pass's detached head output, and ONE optimizer step per iteration."""
+    one distilled from the previous pass's detached head output ('progressive') or from the first (width 1)
+    pass's ('full'), and ONE optimizer step per iteration."""
     from mmengine.optim import OptimWrapper
-    model = _scala_model()
+    model = _scala_model(teacher=teacher)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     wrapper = OptimWrapper(optimizer)
     calls = dict(step=0, backward=0)
@@ -328,10 +331,14 @@ def test_scala_training_step(monkeypatch):
     log = model.train_step(data, wrapper)
     assert calls == dict(step=2, backward=5)
     assert len(pairs) == 3
-    for student, teacher in pairs:
-        assert student.requires_grad and not teacher.requires_grad and teacher.grad_fn is None
-    for (student, _), (_, teacher) in zip(pairs, pairs[1:]):
-        assert torch.equal(student.detach(), teacher)              # progressive: the previous pass teaches
+    for student, taught_by in pairs:
+        assert student.requires_grad and not taught_by.requires_grad and taught_by.grad_fn is None
+    if teacher == 'progressive':                                   # the previous pass teaches
+        for (student, _), (_, taught_by) in zip(pairs, pairs[1:]):
+            assert torch.equal(student.detach(), taught_by)
+    else:                                                          # the width-1 pass teaches every other
+        assert all(taught_by is pairs[0][1] for _, taught_by in pairs)
+        assert not torch.equal(pairs[0][0].detach(), pairs[1][1])
     assert widths[0] == 1.0 and 0.625 <= widths[1] < 1 and 0.25 < widths[2] < 0.625 and widths[3] == 0.25
     assert widths[4] == 1.0                                        # back to the validation width
     roles = ('full', 'upper', 'lower', 'smallest')
@@ -411,6 +418,11 @@ def test_scala_calibration_re_estimates_the_statistics_of_each_width():
     assert torch.equal(head_bn.slim_running_mean[1:], before[1:]) and grid[1] != 0.25
     assert head_bn.momentum == 0.1 and not model.training
     assert calibrate_scala_norms(model, [batch], 0, [0.25]) == 0
+
+
+def test_scala_model_refuses_an_unknown_teacher():
+    with pytest.raises(ValueError, match="teacher='next'.*progressive"):
+        _scala_model(teacher='next')
 
 
 def test_scala_wrapper_arguments_are_the_scala_model_arguments():
@@ -699,3 +711,44 @@ def test_export_model_with_ranks_writes_lowrank_config_loaded_without_svd():
         got = new_neck(rebuilt(x))
     for g, e in zip(got, expected):
         assert ((g - e).abs().max() / e.abs().max()).item() < 1e-5
+
+
+def test_scala_experiment_seeds_and_table(tmp_path):
+    """tools/scala_experiment.py: a seed sets every run's `randomness` and the ScalaModel's draws; the table
+    averages each width over seeds, per Scala teacher, and judges the mean difference against 1 point."""
+    pytest.importorskip('mmseg')
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / 'tools' / 'scala_experiment.py'
+    spec = importlib.util.spec_from_file_location('scala_experiment', path)
+    experiment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(experiment)
+    demo = path.parents[1] / 'configs' / 'demo'
+    scala = experiment.scaled_config(demo / 'fpn_focalnet-demo-scala_demo-shapes.py', 0.25, tmp_path, seed=3)
+    plain = experiment.scaled_config(demo / 'fpn_focalnet-demo_demo-shapes.py', 0.25, tmp_path, seed=3)
+    assert scala['randomness'] == plain['randomness'] == dict(seed=3) and scala['model']['seed'] == 3
+    assert 'seed' not in plain['model']
+
+    def run(seed, teacher, diffs):
+        rows = [dict(task='seg', seed=seed, teacher=teacher, width=w, metric='mIoU', scala=80.0 + d,
+                     separate=80.0, difference=d, exported=80.0 + d) for w, d in zip(experiment.WIDTHS, diffs)]
+        if seed == 0 and not teacher:                       # the first seed measures the exported models
+            rows[0].update(exported_params=10, backbone_params=5, latency_ms=1.0)
+        return dict(task='seg', seed=seed, teacher=teacher, iters=4, scale=1.0, scala_wall_s=9.0,
+                    separate_wall_s=10.0, rows=rows)
+    text = experiment.table([run(0, None, [-3.0, 0.5, -0.5, 1.0]), run(1, None, [1.0, -1.5, -1.0, 1.0]),
+                             run(0, 'full', [0.0, 0.0, 0.0, -2.0])])
+    lines = [line for line in text.splitlines() if line.startswith('| seg |')]
+    assert lines[0].startswith('| seg | config | 0.25 | mIoU | 2 | 79.0000 ± 2.8284 | 80.0000 ± 0.0000 | '
+                               '-1.0000 ± 2.8284 | -3.000 +1.000 | yes | yes | 10 (5) | 1.00 |')
+    assert '| -0.500 -1.500 |' not in text and '| +0.500 -1.500 | yes |' in lines[1]    # mean -0.5
+    assert '| -0.500 -1.000 | yes |' in lines[2]                                      # mean -0.75
+    assert lines[4].startswith('| seg | full | 0.25 | mIoU | 1 |') and lines[7].split('|')[10].strip() == 'no'
+    assert 'within 1 point or better: 7 of 8' in text                                 # -1.0 is within
+    # results come from every run's own file under OUT, whichever command (or concurrent one) wrote it
+    for r in (run(1, None, [0.0] * 4), run(0, 'full', [0.0] * 4), run(0, None, [0.0] * 4)):
+        where = tmp_path / 'out' / ('' if r['seed'] == 0 else f"seed{r['seed']}") / 'seg'
+        where.mkdir(parents=True, exist_ok=True)
+        (where / f"result-{r['teacher'] or 'config'}.json").write_text(json.dumps(r))
+    assert [(r['seed'], r['teacher']) for r in experiment.collect(tmp_path / 'out')] == [(0, None), (1, None),
+                                                                                      (0, 'full')]

@@ -2,27 +2,34 @@
 """Scala evidence experiment (issue 16), one command:
 
     python tools/scala_experiment.py [--out work_dirs/scala_experiment] [--tasks det seg pose] [--scale 1.0]
+                                     [--seeds 0 1 2] [--val 240]
 
 Per task (det: RetinaNet + Twins-PCPVT, seg: Semantic FPN + FocalNet, pose: top-down heatmaps + HRFormer; the
-demo configs `configs/demo/*-scala_*`):
+demo configs `configs/demo/*-scala_*`) and per seed (`randomness.seed` of every run and the ScalaModel's width
+draws):
     scala     the slimmable model trained ONCE with Scala's four-width step (`backbones.ScalaModel`); its
               `backbones.ScalaValLoop` reports the metric at widths 0.25 / 0.5 / 0.75 / 1;
     separate  a natively narrow model trained from scratch at each width r with the same iterations: the
               plain demo config with the architecture `backbones export-width` gives at r (backbone arch
               narrowed, neck / head `in_channels` adjusted: `slimming.export_model` on an untrained model);
     export    each width of the trained Scala model written by `backbones export-width` and evaluated with
-              `tools/test.py` (it must reproduce the Scala metric at that width), its parameters and the
-              latency of its backbone at the demo input size (batch 1, 1 thread, median of 5 after 2 warm-up).
+              `tools/test.py` (it must reproduce the Scala metric at that width); for the first seed also its
+              parameters and the latency of its backbone at the demo input size (batch 1, 1 thread, median of 5
+              after 2 warm-up).
 Every training / evaluation is a `tools/train.py` / `tools/test.py` subprocess on generated configs with the
-schedule scaled by `--scale` (iterations, warm-ups and scheduler bounds) and the data at OUT/data/demo.
+schedule scaled by `--scale` (iterations, warm-ups and scheduler bounds) and the data at OUT/data/demo: the
+demo training set (96 images) and `--val` validation images (the demo's 24 hold 13 pose instances, so one
+instance moves keypoint AP by several points; 240 make the metrics fine enough to compare at 1 point).
 
-Writes OUT/results.md and OUT/results.json (per task and width: Scala metric, separate metric, difference,
-exported metric, exported parameters, latency; per task: wall seconds of the Scala run vs the sum of the four
-separate runs) and keeps the trained Scala model at OUT/<task>/scala/config.py and
-OUT/<task>/scala/checkpoint.pth (state dict + meta; `backbones export-width OUT/<task>/scala/config.py
-OUT/<task>/scala/checkpoint.pth --width R --out DIR` exports any trained width). A finished run (its
-`run.json`) is reused when the command is repeated with the same OUT and scale; results of tasks not named
-in a later command stay in OUT/results.* (each with its own scale).
+Writes OUT/results.md and OUT/results.json (per task, seed and width: Scala metric, separate metric,
+difference, exported metric; per task and width: parameters and latency of the exported model; per task and
+seed: wall seconds of the Scala run vs the sum of the four separate runs; the table gives the mean and the
+standard deviation over seeds) from every finished run under OUT (each writes OUT[/seed<S>]/<task>/result-*.json,
+so runs of other or concurrent commands count too) and keeps seed 0's trained Scala model at
+OUT/<task>/scala/config.py and OUT/<task>/scala/checkpoint.pth (seed S: OUT/seed<S>/<task>/scala/; state dict +
+meta; `backbones export-width OUT/<task>/scala/config.py OUT/<task>/scala/checkpoint.pth --width R --out DIR`
+exports any trained width). A finished training (its `run.json`) is reused when the command is repeated with
+the same OUT, scale, seed and data.
 """
 from __future__ import annotations
 
@@ -69,9 +76,10 @@ def _absolute_data(value: Any, data: Path) -> Any:
     return value
 
 
-def scaled_config(path: Path, scale: float, data: Path) -> dict:
+def scaled_config(path: Path, scale: float, data: Path, seed: Optional[int] = None) -> dict:
     """The demo config as a plain dict with its schedule multiplied by `scale` (iterations, scheduler bounds,
-    Scala warm-up; at least 4 iterations) and its data under `data`."""
+    Scala warm-up; at least 4 iterations), its data under `data` and, given a `seed`, that seed for the run
+    (`randomness`) and for a ScalaModel's width draws."""
     from mmengine.config import Config
     cfg = Config.fromfile(str(path)).to_dict()
     full = cfg['train_cfg']['max_iters']
@@ -87,6 +95,10 @@ def scaled_config(path: Path, scale: float, data: Path) -> dict:
         sched['end'] = iters if sched.get('end', full) >= full else max(sched['begin'] + 1, rescale(sched['end']))
     if 'warmup_iters' in cfg['model']:
         cfg['model']['warmup_iters'] = rescale(cfg['model']['warmup_iters'])
+    if seed is not None:
+        cfg['randomness'] = dict(seed=seed)
+        if cfg['model'].get('type') == 'backbones.ScalaModel':
+            cfg['model']['seed'] = seed
     return _absolute_data(cfg, data)
 
 
@@ -167,82 +179,127 @@ def backbone_cost(backbone_cfg: dict, size: tuple[int, int], repeats: int = 5, w
                 latency_ms=1000 * statistics.median(times))
 
 
-def experiment(task: str, out: Path, scale: float, data: Path, verify: bool) -> dict:
+def experiment(task: str, out: Path, scale: float, data: Path, verify: bool, seed: int = 0,
+               measure: bool = True, teacher: Optional[str] = None) -> dict:
+    """One seed of one task under `out`; `measure`: parameters and latency of each exported width;
+    `teacher`: the ScalaModel's (None: the config's), its runs apart from the config's own (`scala-full`)
+    while the separate runs are shared."""
     import torch
     from mmengine.config import Config
     scala_name, plain_name, key, size = TASKS[task]
     root = out / task
-    scala_cfg = scaled_config(REPO / 'configs' / 'demo' / scala_name, scale, data)
-    plain_cfg = scaled_config(REPO / 'configs' / 'demo' / plain_name, scale, data)
+    scala_cfg = scaled_config(REPO / 'configs' / 'demo' / scala_name, scale, data, seed)
+    plain_cfg = scaled_config(REPO / 'configs' / 'demo' / plain_name, scale, data, seed)
     iters = scala_cfg['train_cfg']['max_iters']
+    name = 'scala'
+    if teacher is not None:
+        scala_cfg['model']['teacher'] = teacher
+        name = f'scala-{teacher}'
 
     # the Scala model, trained once; kept at stable names for other tools
-    stable = root / 'scala'
-    config = write_config(scala_cfg, root / 'runs' / 'scala.py')
-    print(f'[{task}] Scala training, {iters} iterations', flush=True)
-    scala_run = train(config, root / 'runs' / 'scala', root / 'runs' / 'scala.log')
-    scala_records = scalars(root / 'runs' / 'scala')
+    stable = root / name
+    config = write_config(scala_cfg, root / 'runs' / f'{name}.py')
+    print(f'[{task} seed {seed}] {name} training, {iters} iterations', flush=True)
+    scala_run = train(config, root / 'runs' / name, root / 'runs' / f'{name}.log')
+    scala_records = scalars(root / 'runs' / name)
     stable.mkdir(parents=True, exist_ok=True)
     shutil.copy(config, stable / 'config.py')
     ckpt = torch.load(scala_run['checkpoint'], map_location='cpu', weights_only=False)
     meta = {k: v for k, v in (ckpt.get('meta') or {}).items() if isinstance(v, (int, float, str))}
-    torch.save({'state_dict': ckpt['state_dict'], 'meta': dict(meta, scale=scale, iters=iters)},
+    torch.save({'state_dict': ckpt['state_dict'], 'meta': dict(meta, scale=scale, iters=iters, seed=seed)},
                stable / 'checkpoint.pth')
-    print(f'[{task}] Scala: {scala_run["wall_s"]:.0f} s; kept {stable}/config.py, checkpoint.pth', flush=True)
+    print(f'[{task} seed {seed}] Scala: {scala_run["wall_s"]:.0f} s; kept {stable}/config.py, checkpoint.pth',
+          flush=True)
 
     rows, separate_wall = [], 0.0
     for width in WIDTHS:
         # the natively narrow model trained from scratch, same iterations
         sep_cfg = narrow_config(scala_cfg, plain_cfg, width, state=ckpt['state_dict'])
         sep_config = write_config(sep_cfg, root / 'runs' / f'separate-{width:g}.py')
-        print(f'[{task}] separate width {width:g}: training {iters} iterations', flush=True)
+        print(f'[{task} seed {seed}] separate width {width:g}: training {iters} iterations', flush=True)
         sep_run = train(sep_config, root / 'runs' / f'separate-{width:g}', root / 'runs' / f'separate-{width:g}.log')
         separate_wall += sep_run['wall_s']
         separate = last(scalars(root / 'runs' / f'separate-{width:g}'), key)
 
         # the trained Scala model exported at this width
-        export_dir = root / 'export'
+        export_dir = root / name.replace('scala', 'export')
         run([sys.executable, '-m', 'backbones', 'export-width', str(stable / 'config.py'),
              str(stable / 'checkpoint.pth'), '--width', f'{width:g}', '--out', str(export_dir), '--trust'],
-            root / 'runs' / f'export-{width:g}.log')
+            root / 'runs' / f'{name}-export-{width:g}.log')
         exported_cfg = Config.fromfile(str(export_dir / f'config_width-{width:g}.py'))
-        exported_state = torch.load(exported_cfg.load_from, map_location='cpu', weights_only=True)['state_dict']
-        row = dict(task=task, width=width, metric=key, scala=last(scala_records, f'{key}@{width:g}'),
-                   separate=separate, separate_wall_s=sep_run['wall_s'],
-                   exported_params=sum(v.numel() for k, v in exported_state.items()
-                                       if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))
-                                       and '.slim_' not in k),
-                   **backbone_cost(exported_cfg.model.backbone.to_dict(), size))
+        row = dict(task=task, seed=seed, teacher=teacher, width=width, metric=key,
+                   scala=last(scala_records, f'{key}@{width:g}'),
+                   separate=separate, separate_wall_s=sep_run['wall_s'])
+        if measure:
+            exported_state = torch.load(exported_cfg.load_from, map_location='cpu', weights_only=True)['state_dict']
+            row['exported_params'] = sum(v.numel() for k, v in exported_state.items()
+                                         if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))
+                                         and '.slim_' not in k)
+            row.update(backbone_cost(exported_cfg.model.backbone.to_dict(), size))
         if verify:
             stdout, _ = run([sys.executable, str(REPO / 'tools' / 'test.py'), str(export_dir / f'config_width-{width:g}.py'),
-                             exported_cfg.load_from, '--work-dir', str(root / 'runs' / f'test-{width:g}')],
-                            root / 'runs' / f'test-{width:g}.log')
+                             exported_cfg.load_from, '--work-dir', str(root / 'runs' / f'{name}-test-{width:g}')],
+                            root / 'runs' / f'{name}-test-{width:g}.log')
             row['exported'] = json.loads(stdout.strip().splitlines()[-1])[key]
         if row['scala'] is not None and separate is not None:
             row['difference'] = row['scala'] - separate
         rows.append(row)
-        print(f'[{task}] width {width:g}: Scala {row["scala"]}, separate {separate}, exported '
-              f'{row.get("exported", "-")}, backbone {row["backbone_params"]:,} params, {row["latency_ms"]:.2f} ms',
-              flush=True)
-    return dict(task=task, iters=iters, scale=scale, scala_wall_s=scala_run['wall_s'],
+        print(f'[{task} seed {seed}] width {width:g}: Scala {row["scala"]}, separate {separate}, exported '
+              f'{row.get("exported", "-")}', flush=True)
+    return dict(task=task, seed=seed, teacher=teacher, iters=iters, scale=scale, scala_wall_s=scala_run['wall_s'],
                 separate_wall_s=separate_wall, rows=rows)
 
 
+# the goal: every width within this much of its separately trained model (metric units: mAP / AP are
+# fractions, mIoU is in percent)
+ONE_POINT = {'coco/bbox_mAP': 0.01, 'mIoU': 1.0, 'coco/AP': 0.01}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
 def table(results: list[dict]) -> str:
+    """Per task and width: the mean ± standard deviation over seeds of the Scala and separate metrics and of
+    their difference, each seed's difference, whether the mean difference meets the goal; cost per seed."""
     def fmt(v, digits=4):
         return '-' if v is None else f'{v:.{digits}f}' if isinstance(v, float) else str(v)
-    lines = ['| task | width | metric | Scala (one run) | separate | Scala − separate | exported model | '
-             'exported params (backbone) | backbone latency (ms) |', '|' + '---|' * 9]
+    lines = ['| task | Scala teacher | width | metric | seeds | Scala | separate | Scala − separate (mean ± sd) | '
+             'per seed | within 1 point | exported = Scala | exported params (backbone) | backbone latency (ms) |',
+             '|' + '---|' * 13]
+    met = total = 0
+    for task, teacher in sorted({(r['task'], r.get('teacher') or '') for r in results},
+                                key=lambda k: (list(TASKS).index(k[0]), k[1])):
+        runs = [r for r in results if r['task'] == task and (r.get('teacher') or '') == teacher]
+        cost_runs = [r for r in results if r['task'] == task]
+        for i, width in enumerate(WIDTHS):
+            cells = [r['rows'][i] for r in runs if len(r['rows']) > i]
+            done = [c for c in cells if c.get('difference') is not None]
+            if not done:
+                continue
+            key = done[0]['metric']
+            scala, separate = _mean_std([c['scala'] for c in done]), _mean_std([c['separate'] for c in done])
+            diff = _mean_std([c['difference'] for c in done])
+            ok = diff[0] >= -ONE_POINT.get(key, 0.01)
+            met, total = met + ok, total + 1
+            per_seed = ' '.join(f"{c['difference']:+.3f}" for c in done)
+            exact = all(c.get('exported') == c['scala'] for c in done if 'exported' in c)
+            cost = next((r['rows'][i] for r in cost_runs if 'exported_params' in r['rows'][i]), None)
+            lines.append(
+                f"| {task} | {teacher or 'config'} | {width:g} | {key} | {len(done)} | {scala[0]:.4f} ± {scala[1]:.4f} | "
+                f"{separate[0]:.4f} ± {separate[1]:.4f} | {diff[0]:+.4f} ± {diff[1]:.4f} | "
+                f"{per_seed} | {'yes' if ok else 'no'} | "
+                f"{'yes' if exact else 'NO'} | "
+                + (f"{cost['exported_params']:,} ({cost['backbone_params']:,}) | {cost['latency_ms']:.2f} |"
+                   if cost else '- | - |'))
+    lines += ['', f'Rows whose mean difference is within 1 point or better: {met} of {total}.', '',
+              '| task | Scala teacher | seed | iterations (scale) | Scala training (s) | four separate trainings (s) | '
+              'ratio |', '|---|---|---|---|---|---|---|']
     for res in results:
-        for r in res['rows']:
-            lines.append(f"| {r['task']} | {r['width']:g} | {r['metric']} | {fmt(r['scala'])} | {fmt(r['separate'])} | "
-                         f"{fmt(r.get('difference'))} | {fmt(r.get('exported'))} | {r['exported_params']:,} "
-                         f"({r['backbone_params']:,}) | {r['latency_ms']:.2f} |")
-    lines += ['', '| task | iterations (scale) | Scala training (s) | four separate trainings (s) | ratio |',
-              '|---|---|---|---|---|']
-    for res in results:
-        lines.append(f"| {res['task']} | {res['iters']} ({res['scale']:g}) | {res['scala_wall_s']:.0f} | "
-                     f"{res['separate_wall_s']:.0f} | {res['scala_wall_s'] / res['separate_wall_s']:.2f} |")
+        lines.append(f"| {res['task']} | {res.get('teacher') or 'config'} | {res.get('seed', 0)} | "
+                     f"{res['iters']} ({res['scale']:g}) | "
+                     f"{res['scala_wall_s']:.0f} | {res['separate_wall_s']:.0f} | "
+                     f"{res['scala_wall_s'] / res['separate_wall_s']:.2f} |")
     return '\n'.join(lines)
 
 
@@ -251,20 +308,37 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument('--out', default='work_dirs/scala_experiment')
     parser.add_argument('--tasks', nargs='+', choices=sorted(TASKS), default=['det', 'seg', 'pose'])
     parser.add_argument('--scale', type=float, default=1.0, help="multiplies every config's iterations")
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
+                        help='one Scala training and four separate trainings per seed and task')
+    parser.add_argument('--val', type=int, default=240, help='validation images generated (the demo has 24)')
+    parser.add_argument('--teacher', choices=['progressive', 'full'], default=None,
+                        help="the Scala runs' distillation teacher (default: the config's); other Scala runs "
+                             'in the same OUT and the separate runs are kept and reused')
     parser.add_argument('--no-verify', action='store_true',
                         help='skip evaluating the exported models with tools/test.py')
     args = parser.parse_args(argv)
+    if args.val < 1 or len(set(args.seeds)) != len(args.seeds):
+        parser.error('--val must be >= 1 and --seeds distinct')
     out = Path(args.out).resolve()
     from backbones.demo_data import make_demo_data
-    data = make_demo_data(out / 'data' / 'demo').resolve()
-    saved = out / 'results.json'      # tasks not run this time keep their earlier results (and scale)
-    results = [r for r in (json.loads(saved.read_text()) if saved.exists() else []) if r['task'] not in args.tasks]
+    data = make_demo_data(out / 'data' / f'demo-val{args.val}', val=args.val).resolve()
     for task in args.tasks:
-        results.append(experiment(task, out, args.scale, data, not args.no_verify))
-        results.sort(key=lambda r: list(TASKS).index(r['task']))
-        saved.write_text(json.dumps(results, indent=1))
-        (out / 'results.md').write_text(table(results) + '\n')
-    print(table(results))
+        for seed in args.seeds:
+            where = out if seed == 0 else out / f'seed{seed}'
+            result = experiment(task, where, args.scale, data, not args.no_verify, seed,
+                                measure=seed == 0 and args.teacher is None, teacher=args.teacher)
+            (where / task / f"result-{args.teacher or 'config'}.json").write_text(json.dumps(result, indent=1))
+            results = collect(out)
+            (out / 'results.json').write_text(json.dumps(results, indent=1))
+            (out / 'results.md').write_text(table(results) + '\n')
+    print(table(collect(out)))
+
+
+def collect(out: Path) -> list[dict]:
+    """Every finished (task, seed, teacher) run under `out` (its result-*.json, written when it ends; runs of
+    other commands and of concurrent ones included), in table order."""
+    results = [json.loads(f.read_text()) for f in sorted(out.glob('**/result-*.json'))]
+    return sorted(results, key=lambda r: (list(TASKS).index(r['task']), r.get('teacher') or '', r.get('seed', 0)))
 
 
 if __name__ == '__main__':
