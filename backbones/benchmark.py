@@ -211,7 +211,7 @@ def _run_peer(model: torch.nn.Module, variant: str, x: torch.Tensor) -> Any:
 
 
 def _loss(outs: Any, variant: str, impl: str) -> torch.Tensor:
-    if impl == 'peer' and variant.startswith('focalnet-') and not isinstance(outs, list):
+    if impl == 'peer' and variant.startswith('focalnet-'):
         outs = outs.reshaped_hidden_states[1:]
     return sum(o.float().mean() for o in outs)
 

@@ -113,8 +113,8 @@ class ScalaModel(BaseModel):
     """
 
     def __init__(self, model=None, warmup_iters: int = 0, distill: str = 'auto', distill_weight: float = 1.0,
-                 teacher: str = 'progressive', val_width: float = 1.0, seed: int = 0, init_cfg=None, task: str | None = None,
-                 rank_ratios: Optional[Sequence[float]] = None, calibrate_batches: int = 16,
+                 teacher: str = 'progressive', val_width: float = 1.0, seed: int = 0, init_cfg=None,
+                 task: str | None = None, rank_ratios: Optional[Sequence[float]] = None, calibrate_batches: int = 16,
                  calibrate_widths: Optional[Sequence[float]] = None, **task_cfg):
         import random
         from . import slimming

@@ -1,6 +1,7 @@
 """Slimmable backbones (Scala, `backbones.slimming`): every family, micro widths, odd input sizes."""
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -625,17 +626,22 @@ def test_export_model_fcn_head_without_convs_narrows_its_channels():
     assert new_cfg['decode_head']['in_channels'] == new_cfg['decode_head']['channels'] == 32
 
 
+def _scala_experiment_tool():
+    """tools/scala_experiment.py as a module (it needs mmseg's registry for its configs)."""
+    pytest.importorskip('mmseg')
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'scala_experiment', Path(__file__).resolve().parents[1] / 'tools' / 'scala_experiment.py')
+    experiment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(experiment)
+    return experiment
+
+
 def test_scala_experiment_builds_the_natively_narrow_config(tmp_path):
     """tools/scala_experiment.py: the separately trained width-r model is the plain demo config with the
     architecture `export-width` gives at r, on the scaled schedule."""
-    pytest.importorskip('mmseg')
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / 'tools' / 'scala_experiment.py'
-    spec = importlib.util.spec_from_file_location('scala_experiment', path)
-    experiment = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(experiment)
-    demo = path.parents[1] / 'configs' / 'demo'
+    experiment = _scala_experiment_tool()
+    demo = Path(experiment.__file__).resolve().parents[1] / 'configs' / 'demo'
     scala = experiment.scaled_config(demo / 'fpn_focalnet-demo-scala_demo-shapes.py', 0.25, tmp_path)
     plain = experiment.scaled_config(demo / 'fpn_focalnet-demo_demo-shapes.py', 0.25, tmp_path)
     assert scala['train_cfg']['max_iters'] == 100 and scala['model']['warmup_iters'] == 10
@@ -716,14 +722,8 @@ def test_export_model_with_ranks_writes_lowrank_config_loaded_without_svd():
 def test_scala_experiment_seeds_and_table(tmp_path):
     """tools/scala_experiment.py: a seed sets every run's `randomness` and the ScalaModel's draws; the table
     averages each width over seeds, per Scala teacher, and judges the mean difference against 1 point."""
-    pytest.importorskip('mmseg')
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / 'tools' / 'scala_experiment.py'
-    spec = importlib.util.spec_from_file_location('scala_experiment', path)
-    experiment = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(experiment)
-    demo = path.parents[1] / 'configs' / 'demo'
+    experiment = _scala_experiment_tool()
+    demo = Path(experiment.__file__).resolve().parents[1] / 'configs' / 'demo'
     scala = experiment.scaled_config(demo / 'fpn_focalnet-demo-scala_demo-shapes.py', 0.25, tmp_path, seed=3)
     plain = experiment.scaled_config(demo / 'fpn_focalnet-demo_demo-shapes.py', 0.25, tmp_path, seed=3)
     assert scala['randomness'] == plain['randomness'] == dict(seed=3) and scala['model']['seed'] == 3

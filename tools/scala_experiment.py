@@ -13,7 +13,7 @@ draws):
               plain demo config with the architecture `backbones export-width` gives at r (backbone arch
               narrowed, neck / head `in_channels` adjusted: `slimming.export_model` on an untrained model);
     export    each width of the trained Scala model written by `backbones export-width` and evaluated with
-              `tools/test.py` (it must reproduce the Scala metric at that width); for the first seed also its
+              `tools/test.py` (it must reproduce the Scala metric at that width); for seed 0 also its
               parameters and the latency of its backbone at the demo input size (batch 1, 1 thread, median of 5
               after 2 warm-up).
 Every training / evaluation is a `tools/train.py` / `tools/test.py` subprocess on generated configs with the
@@ -237,9 +237,10 @@ def experiment(task: str, out: Path, scale: float, data: Path, verify: bool, see
                                          and '.slim_' not in k)
             row.update(backbone_cost(exported_cfg.model.backbone.to_dict(), size))
         if verify:
-            stdout, _ = run([sys.executable, str(REPO / 'tools' / 'test.py'), str(export_dir / f'config_width-{width:g}.py'),
-                             exported_cfg.load_from, '--work-dir', str(root / 'runs' / f'{name}-test-{width:g}')],
-                            root / 'runs' / f'{name}-test-{width:g}.log')
+            test_dir = root / 'runs' / f'{name}-test-{width:g}'
+            stdout, _ = run([sys.executable, str(REPO / 'tools' / 'test.py'),
+                             str(export_dir / f'config_width-{width:g}.py'), exported_cfg.load_from,
+                             '--work-dir', str(test_dir)], root / 'runs' / f'{name}-test-{width:g}.log')
             row['exported'] = json.loads(stdout.strip().splitlines()[-1])[key]
         if row['scala'] is not None and separate is not None:
             row['difference'] = row['scala'] - separate
@@ -262,8 +263,6 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def table(results: list[dict]) -> str:
     """Per task and width: the mean ± standard deviation over seeds of the Scala and separate metrics and of
     their difference, each seed's difference, whether the mean difference meets the goal; cost per seed."""
-    def fmt(v, digits=4):
-        return '-' if v is None else f'{v:.{digits}f}' if isinstance(v, float) else str(v)
     lines = ['| task | Scala teacher | width | metric | seeds | Scala | separate | Scala − separate (mean ± sd) | '
              'per seed | within 1 point | exported = Scala | exported params (backbone) | backbone latency (ms) |',
              '|' + '---|' * 13]
@@ -286,8 +285,9 @@ def table(results: list[dict]) -> str:
             exact = all(c.get('exported') == c['scala'] for c in done if 'exported' in c)
             cost = next((r['rows'][i] for r in cost_runs if 'exported_params' in r['rows'][i]), None)
             lines.append(
-                f"| {task} | {teacher or 'config'} | {width:g} | {key} | {len(done)} | {scala[0]:.4f} ± {scala[1]:.4f} | "
-                f"{separate[0]:.4f} ± {separate[1]:.4f} | {diff[0]:+.4f} ± {diff[1]:.4f} | "
+                f"| {task} | {teacher or 'config'} | {width:g} | {key} | {len(done)} | "
+                f"{scala[0]:.4f} ± {scala[1]:.4f} | {separate[0]:.4f} ± {separate[1]:.4f} | "
+                f"{diff[0]:+.4f} ± {diff[1]:.4f} | "
                 f"{per_seed} | {'yes' if ok else 'no'} | "
                 f"{'yes' if exact else 'NO'} | "
                 + (f"{cost['exported_params']:,} ({cost['backbone_params']:,}) | {cost['latency_ms']:.2f} |"
