@@ -30,16 +30,23 @@ dense output norms timm's features lack. timm rolls the map before padding it an
 so on sizes that need padding (512²: 128 = 18·7 + 2) it computes another function than the official
 pad-then-roll; where nothing is padded (448²) the outputs are the same.
 
+`--width 0.25 0.5 0.75 1` (Scala, `backbones.slimming`): per width, the natively narrow backbone that
+`export_width` makes ("ours": its arch and constructor arguments, fresh weights: speed does not depend on
+them) against the slimmable model running at that width in the peer's place ("ours, sliced": the full-size
+model whose weights are sliced on every call); params_m is each model's own count.
+
 Usage::
 
     python tools/benchmark.py twins-pcpvt-small --size 512x512 --batch 1 --threads 2 --compare
     python tools/benchmark.py hrformer-small --size 256x192 --batch 8 --mode train --compare --json out.json
+    python tools/benchmark.py s3-tiny --width 0.25 0.5 0.75 1
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import gc
+import itertools
 import json
 import os
 import statistics
@@ -82,6 +89,7 @@ class Config:
     peer_source: str = ''             # '' the family's peer (PEERS), or an entry of ALT_PEERS ('timm')
     python: str = ''                  # the worker's interpreter ('' this one): a peer's own environment
     state_path: Optional[str] = None  # the peer writes its state dict here (ours then loads it: `checkpoint`)
+    width: Optional[float] = None     # ours built slimmable (model_kwargs' `slimmable`) and run at this width
 
 
 PEERS = {'twins-pcpvt': 'mmseg PCPVT', 'twins-svt': 'mmseg SVT', 'hrformer': 'mmpose HRFormer',
@@ -266,6 +274,9 @@ def run_config(cfg: Config) -> dict:
         if cfg.checkpoint:
             from .weights import load_pretrained
             load_pretrained(model, cfg.checkpoint)
+        if cfg.width is not None:
+            from .slimming import set_width
+            set_width(model, cfg.width)
     else:
         model = build_peer(cfg.variant, cfg.arch_overrides, cfg.peer_source, cfg.size)
         if cfg.state_path:
@@ -403,78 +414,91 @@ def measure(cfg: Config) -> dict:
 # driver and report
 # ---------------------------------------------------------------------------------------------------
 def _key(r: dict) -> tuple:
-    return (r['variant'], r['mode'], tuple(r['size']), r['batch'], r['threads'], r['dtype'], r['compile'])
+    return (r['variant'], r['mode'], tuple(r['size']), r['batch'], r['threads'], r['dtype'], r['compile'],
+            r.get('width'))
 
 
 def benchmark(variants: list[str], sizes: list[tuple[int, int]], batches: list[int], modes: list[str],
               threads: list[int], dtypes: list[str], compile_modes: list[bool], compare: bool,
               device: str = 'cpu', warmup: int = 2, repeats: int = 5, arch_overrides: Optional[dict] = None,
               rounds: int = 1, log=print, model_kwargs: Optional[dict] = None, vs_plain: bool = False,
-              peer_source: str = '', peer_python: str = '') -> list[dict]:
+              peer_source: str = '', peer_python: str = '', widths: Optional[list[float]] = None) -> list[dict]:
     """Every combination, ours (and the peer with `compare`), one subprocess each, run one after another;
     `rounds` > 1 repeats the subprocesses, alternating peer/ours order, and pools the timings.
     `model_kwargs`: mechanism keywords for ours (e.g. {'adapter': {'type': 'ARC'}}, {'lean': True}); with
     `vs_plain` ours is compared with itself built without them (records of impl 'plain' in the peer's
     place: speed and memory ratios, outputs not compared). `peer_source` (with `compare`): a peer of
-    ALT_PEERS, run by the interpreter `peer_python`; ours loads the weights its first run writes."""
-    if compare and vs_plain:
-        raise ValueError('benchmark: compare (peer) and vs_plain are exclusive')
+    ALT_PEERS, run by the interpreter `peer_python`; ours loads the weights its first run writes.
+    `widths` (slimmable backbones): per width, the exported natively narrow backbone as ours and the
+    slimmable model set to that width as impl 'sliced' in the peer's place (`model_kwargs['slimmable']`:
+    its grid, default Scala's)."""
+    if sum(map(bool, (compare, vs_plain, widths))) > 1:
+        raise ValueError('benchmark: compare (peer), vs_plain and widths are exclusive')
     if peer_source and not compare:
         raise ValueError('benchmark: a peer source needs compare')
+    impls = ('peer', 'ours') if compare else ('plain', 'ours') if vs_plain else ('sliced', 'ours') if widths \
+        else ('ours',)
     records = []
     with tempfile.TemporaryDirectory() as tmp:
-        for variant in variants:
-            for mode in modes:
-                for size in sizes:
-                    for batch in batches:
-                        for n_threads in threads:
-                            for dtype in dtypes:
-                                for comp in compile_modes:
-                                    impls = ('peer', 'ours') if compare else ('plain', 'ours') if vs_plain \
-                                        else ('ours',)
-                                    runs: dict[str, list[dict]] = {i: [] for i in impls}
-                                    for round_ in range(rounds):
-                                        # alternate the order so that drift of the machine hits both
-                                        for impl in (impls if round_ % 2 == 0 else impls[::-1]):
-                                            outputs_path = (os.path.join(tmp, f'{impl}.pt')
-                                                            if compare and mode == 'infer' and round_ == 0
-                                                            else None)
-                                            state = os.path.join(tmp, 'peer_state.pt') if peer_source else None
-                                            alt = dict(peer_source=peer_source,
-                                                       python=peer_python if impl == 'peer' else '',
-                                                       state_path=state if impl == 'peer' and round_ == 0
-                                                       else None,
-                                                       checkpoint=state if impl == 'ours' else None)
-                                            cfg = Config(variant=variant, impl='ours' if impl == 'plain' else impl,
-                                                         mode=mode, size=size,
-                                                         batch=batch, threads=n_threads, dtype=dtype,
-                                                         compile=comp, device=device, warmup=warmup,
-                                                         repeats=repeats, compare=compare,
-                                                         arch_overrides=arch_overrides or {},
-                                                         outputs_path=outputs_path,
-                                                         model_kwargs={} if impl == 'plain' else
-                                                         dict(model_kwargs or {}), **alt)
-                                            rec = dict(measure(cfg), impl=impl)
-                                            log(_one_line(rec))
-                                            runs[impl].append(rec)
-                                    group = [_merge_rounds(runs[i]) for i in impls]
-                                    if vs_plain and not any('error' in g for g in group):
-                                        plain, ours = group
-                                        ours['speedup_vs_peer'] = plain['median_ms'] / ours['median_ms']
-                                        ours['mem_ratio_vs_peer'] = (ours['peak_mem_mib'] / plain['peak_mem_mib']
-                                                                     if plain['peak_mem_mib'] > 0 else None)
-                                    if compare and len(group) == 2 and not any('error' in g for g in group):
-                                        peer, ours = group
-                                        ours['speedup_vs_peer'] = peer['median_ms'] / ours['median_ms']
-                                        ours['mem_ratio_vs_peer'] = (ours['peak_mem_mib'] / peer['peak_mem_mib']
-                                                                     if peer['peak_mem_mib'] > 0 else None)
-                                        if mode == 'infer':
-                                            a = torch.load(os.path.join(tmp, 'ours.pt'), weights_only=True)
-                                            b = torch.load(os.path.join(tmp, 'peer.pt'), weights_only=True)
-                                            ours['max_abs_diff_vs_peer'] = max(
-                                                (u - v).abs().max().item() for u, v in zip(a, b))
-                                    records.extend(group)
+        for variant, width in itertools.product(variants, widths or [None]):
+            per_impl = {i: dict(arch_overrides=arch_overrides or {}, model_kwargs=dict(model_kwargs or {}))
+                        for i in impls}
+            if vs_plain:
+                per_impl['plain']['model_kwargs'] = {}
+            if width is not None:
+                per_impl['sliced'] = dict(per_impl['sliced'], width=width)
+                per_impl['sliced']['model_kwargs'].setdefault('slimmable', True)
+                per_impl['ours'] = exported_overrides(variant, **per_impl['sliced'])
+            for mode, size, batch, n_threads, dtype, comp in itertools.product(modes, sizes, batches, threads,
+                                                                                dtypes, compile_modes):
+                runs: dict[str, list[dict]] = {i: [] for i in impls}
+                for round_ in range(rounds):
+                    # alternate the order so that drift of the machine hits both
+                    for impl in (impls if round_ % 2 == 0 else impls[::-1]):
+                        outputs_path = (os.path.join(tmp, f'{impl}.pt') if compare and mode == 'infer' and round_ == 0
+                                        else None)
+                        state = os.path.join(tmp, 'peer_state.pt') if peer_source else None
+                        alt = dict(peer_source=peer_source, python=peer_python if impl == 'peer' else '',
+                                   state_path=state if impl == 'peer' and round_ == 0 else None,
+                                   checkpoint=state if impl == 'ours' else None)
+                        cfg = Config(variant=variant, impl='peer' if impl == 'peer' else 'ours', mode=mode,
+                                     size=size, batch=batch, threads=n_threads, dtype=dtype, compile=comp,
+                                     device=device, warmup=warmup, repeats=repeats, compare=compare,
+                                     outputs_path=outputs_path, **copy.deepcopy(per_impl[impl]), **alt)
+                        rec = dict(measure(cfg), impl=impl, width=width)
+                        log(_one_line(rec))
+                        runs[impl].append(rec)
+                group = [_merge_rounds(runs[i]) for i in impls]
+                if len(group) == 2 and not any('error' in g for g in group):
+                    other, ours = group
+                    ours['speedup_vs_peer'] = other['median_ms'] / ours['median_ms']
+                    ours['mem_ratio_vs_peer'] = (ours['peak_mem_mib'] / other['peak_mem_mib']
+                                                 if other['peak_mem_mib'] > 0 else None)
+                    if compare and mode == 'infer':
+                        a = torch.load(os.path.join(tmp, 'ours.pt'), weights_only=True)
+                        b = torch.load(os.path.join(tmp, 'peer.pt'), weights_only=True)
+                        ours['max_abs_diff_vs_peer'] = max((u - v).abs().max().item() for u, v in zip(a, b))
+                records.extend(group)
     return records
+
+
+def exported_overrides(variant: str, width: float, arch_overrides: Optional[dict] = None,
+                       model_kwargs: Optional[dict] = None, **_: Any) -> dict:
+    """`arch_overrides` and `model_kwargs` of the natively narrow backbone that `export_width` makes of
+    `variant` (built with `model_kwargs`, which hold `slimmable`) at `width`: a Config of ours with them
+    builds that model (fresh weights)."""
+    from .slimming import export_width
+    cls, cfg = _our_class_and_arch(variant, arch_overrides or {})
+    model = cls(arch=cfg, **(model_kwargs or {}))
+    return _narrow_fields(export_width(model, width))
+
+
+def _narrow_fields(narrow: torch.nn.Module) -> dict:
+    """The Config fields (arch_overrides, model_kwargs) that rebuild `narrow`, an exported backbone."""
+    kwargs = {k: v for k, v in narrow._init_arguments.items() if k not in ('arch', 'init_cfg', 'drop_path_rate')}
+    if getattr(narrow, 'lowrank_cfg', None):        # a mechanism keyword: not among the recorded arguments
+        kwargs['lowrank'] = dict(ratio=list(narrow.lowrank_cfg['ratio']))
+    return dict(arch_overrides=copy.deepcopy(narrow.arch_cfg), model_kwargs=kwargs)
 
 
 def _merge_rounds(recs: list[dict]) -> dict:
@@ -496,22 +520,27 @@ def _merge_rounds(recs: list[dict]) -> dict:
 def _one_line(r: dict) -> str:
     if 'error' in r:
         return f"  {r['variant']} {r['impl']} {r['mode']}: ERROR {r['error']}"
-    return (f"  {r['variant']:<20} {r['impl']:<4} {r['mode']:<5} {r['size'][0]}x{r['size'][1]} b{r['batch']} "
+    width = f" width {r['width']:g}" if r.get('width') is not None else ''
+    return (f"  {r['variant']:<20} {r['impl']:<4}{width} {r['mode']:<5} {r['size'][0]}x{r['size'][1]} b{r['batch']} "
             f"t{r['threads']} {r['dtype']}{' compiled' if r['compile'] else ''}: median {r['median_ms']:.1f} ms "
             f"[{r['min_ms']:.1f}, {r['max_ms']:.1f}] peak {r['peak_mem_mib']:.0f} MiB")
 
 
 def format_table(records: list[dict]) -> str:
-    """One row per configuration: ours, the peer, ratios and max output difference."""
+    """One row per configuration: ours, the peer, ratios and max output difference (with widths: the
+    width and our model's parameters after the variant)."""
     by_key: dict[tuple, dict] = {}
     for r in records:
         if 'error' not in r:
             by_key.setdefault(_key(r), {})[r['impl']] = r
     head = ('variant', 'mode', 'input', 'b', 'thr', 'dtype', 'compile', 'ours ms (IQR)', 'peer', 'peer ms (IQR)',
             'speed x', 'ours MiB', 'peer MiB', 'mem x', 'max |diff|')
+    with_widths = any(key[7] is not None for key in by_key)
+    if with_widths:
+        head = head[:1] + ('width', 'ours params (M)') + head[1:]
     rows = [head]
     for key, impls in by_key.items():
-        ours, peer = impls.get('ours'), impls.get('peer', impls.get('plain'))
+        ours, peer = impls.get('ours'), impls.get('peer', impls.get('plain', impls.get('sliced')))
         cell = (lambda r: f"{r['median_ms']:.1f} ({r['iqr_ms']:.1f})" if r else '-')
         diff = ours.get('max_abs_diff_vs_peer') if ours else None
         rows.append((key[0], key[1], f'{key[2][0]}x{key[2][1]}', str(key[3]), str(key[4]), key[5],
@@ -522,6 +551,8 @@ def format_table(records: list[dict]) -> str:
                      f"{ours['peak_mem_mib']:.0f}" if ours else '-', f"{peer['peak_mem_mib']:.0f}" if peer else '-',
                      f"{ours['mem_ratio_vs_peer']:.2f}" if ours and ours.get('mem_ratio_vs_peer') else '-',
                      f'{diff:.1e}' if diff is not None else '-'))
+        if with_widths:
+            rows[-1] = rows[-1][:1] + (f'{key[7]:g}', f"{ours['params_m']:.2f}" if ours else '-') + rows[-1][1:]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, '  '.join('-' * w for w in widths))
@@ -529,8 +560,8 @@ def format_table(records: list[dict]) -> str:
 
 
 def _peer_name(peer: dict, variant: str) -> str:
-    if peer['impl'] == 'plain':
-        return 'ours, plain'
+    if peer['impl'] in ('plain', 'sliced'):
+        return f"ours, {peer['impl']}"
     family = _family_of_safe(variant)
     if peer.get('peer_source'):
         return f"{ALT_PEERS.get((family, peer['peer_source']), peer['peer_source'])} (torch {peer.get('torch', '?')})"
@@ -574,6 +605,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help='JSON mechanism keywords for ours, e.g. \'{"adapter": {"type": "ARC"}}\' or \'{"lean": true}\'')
     parser.add_argument('--vs-plain', action='store_true',
                         help='compare ours with --model-kwargs against ours without them (the "peer" columns)')
+    parser.add_argument('--width', nargs='+', type=float, default=[],
+                        help='slimmable widths: the exported natively narrow backbone per width vs the slimmable '
+                             'model at that width (--model-kwargs \'{"slimmable": {...}}\': its grid)')
     parser.add_argument('--json', default='benchmark.json', help='where to write every record')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -591,7 +625,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     records = benchmark(args.variants, args.size, args.batch, args.mode, args.threads, args.dtype,
                         [c == 'compile' for c in args.compile], args.compare, args.device, args.warmup,
                         args.repeats, args.arch, args.rounds, model_kwargs=args.model_kwargs,
-                        vs_plain=args.vs_plain, peer_source=args.peer, peer_python=args.peer_python)
+                        vs_plain=args.vs_plain, peer_source=args.peer, peer_python=args.peer_python,
+                        widths=args.width)
     print()
     print(format_table(records))
     with open(args.json, 'w') as f:

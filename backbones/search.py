@@ -759,13 +759,10 @@ def measure_exported(backbone: nn.Module, c: Candidate, size: tuple[int, int], t
     narrow = c.export(backbone)
     cls = type(narrow)
     variant = f'{cls.ZOO_PREFIX}-{next(iter(cls.ARCHS))}'      # any variant of the family: arch replaced
-    kwargs = {k: v for k, v in narrow._init_arguments.items() if k not in ('arch', 'init_cfg', 'drop_path_rate')}
-    if getattr(narrow, 'lowrank_cfg', None):        # a mechanism keyword: not among the recorded arguments
-        kwargs['lowrank'] = dict(ratio=list(narrow.lowrank_cfg['ratio']))
     record = benchmark.measure(benchmark.Config(variant=variant, size=tuple(size), batch=1, threads=threads,
-                                                warmup=2, repeats=repeats, arch_overrides=narrow.arch_cfg,
-                                                model_kwargs=kwargs, steady_peak=True,
-                                                malloc_mmap_threshold=FIXED_MMAP_THRESHOLD))
+                                                warmup=2, repeats=repeats, steady_peak=True,
+                                                malloc_mmap_threshold=FIXED_MMAP_THRESHOLD,
+                                                **benchmark._narrow_fields(narrow)))
     if 'error' in record:
         raise RuntimeError(f'measurement of the exported sub-network failed: {record["error"]}')
     if record.get('peak_mem_mib') is not None:

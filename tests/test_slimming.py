@@ -752,3 +752,26 @@ def test_scala_experiment_seeds_and_table(tmp_path):
         (where / f"result-{r['teacher'] or 'config'}.json").write_text(json.dumps(r))
     assert [(r['seed'], r['teacher']) for r in experiment.collect(tmp_path / 'out')] == [(0, None), (1, None),
                                                                                       (0, 'full')]
+
+
+def test_benchmark_times_each_exported_width_against_the_sliced_model():
+    """`tools/benchmark.py VARIANT --width ...` (issue 16's latency per width): per width the natively narrow
+    backbone that export_width makes (ours) against the slimmable model set to that width (the peer's place)."""
+    from backbones.benchmark import _narrow_fields, benchmark, format_table
+    micro = BACKBONE_CLASSES['S3'].micro_arch('tiny')
+    records = benchmark(['s3-tiny'], [(40, 56)], [1], ['infer'], [1], ['fp32'], [False], False, warmup=1,
+                        repeats=1, arch_overrides=micro, log=lambda _: None, widths=[0.25, 1.0])
+    assert not any('error' in r for r in records)
+    assert [(r['impl'], r['width']) for r in records] == [('sliced', 0.25), ('ours', 0.25), ('sliced', 1.0),
+                                                          ('ours', 1.0)]
+    sliced, narrow, full_sliced, full = records
+    assert sliced['model_kwargs'] == dict(slimmable=True) and sliced['arch_overrides'] == micro
+    expected = _narrow_fields(backbones.export_width(build('S3', 'tiny', slimmable=True), 0.25))
+    assert narrow['arch_overrides'] == expected['arch_overrides'] and narrow['model_kwargs'] == expected['model_kwargs']
+    assert narrow['width'] == 0.25 and narrow['params_m'] < sliced['params_m'] / 4
+    assert full['params_m'] == full_sliced['params_m']                 # width 1 is the ordinary backbone
+    assert narrow['speedup_vs_peer'] == sliced['median_ms'] / narrow['median_ms']
+    table = format_table(records)
+    assert 'ours, sliced' in table and 'ours params (M)' in table and '0.25' in table
+    with pytest.raises(ValueError, match='exclusive'):
+        benchmark(['s3-tiny'], [(40, 56)], [1], ['infer'], [1], ['fp32'], [False], True, widths=[0.5])
