@@ -33,7 +33,7 @@ pad-then-roll; where nothing is padded (448²) the outputs are the same.
 `--width 0.25 0.5 0.75 1` (Scala, `backbones.slimming`): per width, the natively narrow backbone that
 `export_width` makes ("ours": its arch and constructor arguments, fresh weights: speed does not depend on
 them) against the slimmable model running at that width in the peer's place ("ours, sliced": the full-size
-model whose weights are sliced on every call); params_m is each model's own count.
+model, whose forward hooks narrow every weight on each call); params_m is each model's own count.
 
 Usage::
 
@@ -440,6 +440,7 @@ def benchmark(variants: list[str], sizes: list[tuple[int, int]], batches: list[i
         else ('ours',)
     records = []
     with tempfile.TemporaryDirectory() as tmp:
+        state = os.path.join(tmp, 'peer_state.pt') if peer_source else None   # the peer's weights, for ours
         for variant, width in itertools.product(variants, widths or [None]):
             per_impl = {i: dict(arch_overrides=arch_overrides or {}, model_kwargs=dict(model_kwargs or {}))
                         for i in impls}
@@ -448,7 +449,8 @@ def benchmark(variants: list[str], sizes: list[tuple[int, int]], batches: list[i
             if width is not None:
                 per_impl['sliced'] = dict(per_impl['sliced'], width=width)
                 per_impl['sliced']['model_kwargs'].setdefault('slimmable', True)
-                per_impl['ours'] = exported_overrides(variant, **per_impl['sliced'])
+                per_impl['ours'] = exported_overrides(variant, width, per_impl['sliced']['arch_overrides'],
+                                                      per_impl['sliced']['model_kwargs'])
             for mode, size, batch, n_threads, dtype, comp in itertools.product(modes, sizes, batches, threads,
                                                                                 dtypes, compile_modes):
                 runs: dict[str, list[dict]] = {i: [] for i in impls}
@@ -457,7 +459,6 @@ def benchmark(variants: list[str], sizes: list[tuple[int, int]], batches: list[i
                     for impl in (impls if round_ % 2 == 0 else impls[::-1]):
                         outputs_path = (os.path.join(tmp, f'{impl}.pt') if compare and mode == 'infer' and round_ == 0
                                         else None)
-                        state = os.path.join(tmp, 'peer_state.pt') if peer_source else None
                         alt = dict(peer_source=peer_source, python=peer_python if impl == 'peer' else '',
                                    state_path=state if impl == 'peer' and round_ == 0 else None,
                                    checkpoint=state if impl == 'ours' else None)
@@ -483,7 +484,7 @@ def benchmark(variants: list[str], sizes: list[tuple[int, int]], batches: list[i
 
 
 def exported_overrides(variant: str, width: float, arch_overrides: Optional[dict] = None,
-                       model_kwargs: Optional[dict] = None, **_: Any) -> dict:
+                       model_kwargs: Optional[dict] = None) -> dict:
     """`arch_overrides` and `model_kwargs` of the natively narrow backbone that `export_width` makes of
     `variant` (built with `model_kwargs`, which hold `slimmable`) at `width`: a Config of ours with them
     builds that model (fresh weights)."""

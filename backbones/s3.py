@@ -190,6 +190,11 @@ def _map_of(cells: Sequence[Sequence[torch.Tensor]], groups: Sequence[CellGroup]
     return out
 
 
+def _per_group(flat: Sequence[torch.Tensor], parts: int) -> list[tuple[torch.Tensor, ...]]:
+    """Tensors listed group after group, `parts` each (as `_ToCells` returns them) → one tuple per group."""
+    return [tuple(flat[i:i + parts]) for i in range(0, len(flat), parts)]
+
+
 class _ToCells(torch.autograd.Function):
     """`_cells_of` with `_map_of` as its backward: one copy each way (slicing the map per group under
     autograd would accumulate one zero-filled map per group). The parts are separate outputs, so that their
@@ -203,8 +208,7 @@ class _ToCells(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
         groups, (n, h, w), parts = ctx.geometry
-        per_group = [grads[i:i + parts] for i in range(0, len(grads), parts)]
-        return _map_of(per_group, groups, n, h, w), None, None, None
+        return _map_of(_per_group(grads, parts), groups, n, h, w), None, None, None
 
 
 class _FromCells(torch.autograd.Function):
@@ -225,8 +229,7 @@ def to_cells(x: torch.Tensor, groups: Sequence[CellGroup], parts: int, heads: in
              ) -> list[tuple[torch.Tensor, ...]]:
     """(N, H, W, parts·heads·d) → per cell group its parts, each (N·cells, heads, a·b, d) (`cell_groups`)."""
     if torch.is_grad_enabled() and x.requires_grad:
-        flat = _ToCells.apply(x, groups, parts, heads)
-        return [tuple(flat[i:i + parts]) for i in range(0, len(flat), parts)]
+        return _per_group(_ToCells.apply(x, groups, parts, heads), parts)
     return [tuple(cells.unbind(0)) for cells in _cells_of(x, groups, parts, heads)]
 
 

@@ -267,9 +267,9 @@ def table(results: list[dict]) -> str:
              'per seed | within 1 point | exported = Scala | exported params (backbone) | backbone latency (ms) |',
              '|' + '---|' * 13]
     met = total = 0
-    for task, teacher in sorted({(r['task'], r.get('teacher') or '') for r in results},
+    for task, teacher in sorted({(r['task'], _teacher(r)) for r in results},
                                 key=lambda k: (list(TASKS).index(k[0]), k[1])):
-        runs = [r for r in results if r['task'] == task and (r.get('teacher') or '') == teacher]
+        runs = [r for r in results if r['task'] == task and _teacher(r) == teacher]
         cost_runs = [r for r in results if r['task'] == task]
         for i, width in enumerate(WIDTHS):
             cells = [r['rows'][i] for r in runs if len(r['rows']) > i]
@@ -334,11 +334,16 @@ def main(argv: Optional[list[str]] = None) -> None:
     print(table(collect(out)))
 
 
+def _teacher(result: dict) -> str:
+    """A run's Scala teacher, '' for the config's own (the key is absent in older result files)."""
+    return result.get('teacher') or ''
+
+
 def collect(out: Path) -> list[dict]:
     """Every finished (task, seed, teacher) run under `out` (its result-*.json, written when it ends; runs of
     other commands and of concurrent ones included), in table order."""
     results = [json.loads(f.read_text()) for f in sorted(out.glob('**/result-*.json'))]
-    return sorted(results, key=lambda r: (list(TASKS).index(r['task']), r.get('teacher') or '', r.get('seed', 0)))
+    return sorted(results, key=lambda r: (list(TASKS).index(r['task']), _teacher(r), r.get('seed', 0)))
 
 
 if __name__ == '__main__':
