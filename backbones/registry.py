@@ -72,6 +72,8 @@ LOOPS = Registry('loop', parent=MMENGINE_LOOPS, scope='backbones', locations=['b
 
 _DISTILLED_HEADS = ('decode_head', 'bbox_head', 'head')     # segmentation, one-stage detection, pose
 SCALA_TEACHERS = ('progressive', 'full')   # Scala's --transfer_type progressive / US (the full net teaches all)
+SCALA_ROLES = ('full', 'upper', 'lower', 'smallest')     # the four passes of a Scala step, widest first
+NORM_AFFINE = ('shared', 'per_width')      # neck / head BatchNorm weight and bias: one, or one per trained width
 
 
 def _task_model(model):
@@ -99,12 +101,18 @@ class ScalaModel(BaseModel):
     heatmaps of `head` (MSE: heatmaps are not distributions). Two-stage detectors are refused: their
     second stage sees other proposals at each width, so outputs do not correspond.
     Validation and test run at `val_width`; `backbones.ScalaValLoop` reports several widths. BatchNorms of the
-    neck and heads keep running statistics per trained width, as the backbone's do (`slimming.track_norms`).
+    neck and heads keep running statistics per trained width, as the backbone's do (`slimming.track_norms`);
+    `norm_affine='per_width'` gives them a weight and bias per trained width too (switchable BatchNorm of
+    slimmable networks; 'shared', the default, keeps one).
     Before each validation and at the end of training (before the checkpoint is written), `tools/train.py`
     re-estimates the BatchNorm statistics of `calibrate_widths` (default: the ScalaValLoop's widths, else
     0.25 / 0.5 / 0.75 / 1) over `calibrate_batches` training batches with the current weights
     (`calibrate_scala_norms`; 0 turns it off): a width drawn in one step of five keeps a running average
     over weights that kept changing.
+
+    `loss_weights` (e.g. dict(smallest=2.0)): a factor on the whole loss (label + distillation) of the passes
+    of these roles ('full', 'upper', 'lower', 'smallest'; others 1), to move the compromise of the shared
+    weights towards a width (the smallest shares its channels and the whole neck / head with width 1).
 
     `rank_ratios` (a backbone built with `lowrank=` as well, MCUFormer's rank search space): the passes
     below width 1 also draw one rank ratio per stage from these values (those up to the built ratio of the
@@ -115,7 +123,8 @@ class ScalaModel(BaseModel):
     def __init__(self, model=None, warmup_iters: int = 0, distill: str = 'auto', distill_weight: float = 1.0,
                  teacher: str = 'progressive', val_width: float = 1.0, seed: int = 0, init_cfg=None,
                  task: str | None = None, rank_ratios: Optional[Sequence[float]] = None, calibrate_batches: int = 16,
-                 calibrate_widths: Optional[Sequence[float]] = None, **task_cfg):
+                 calibrate_widths: Optional[Sequence[float]] = None, loss_weights: Optional[dict] = None,
+                 norm_affine: str = 'shared', **task_cfg):
         import random
         from . import slimming
         if (model is None) == (task is None):
@@ -132,8 +141,11 @@ class ScalaModel(BaseModel):
         if not slimming.is_slimmable(backbone):
             raise ValueError('ScalaModel: model.backbone must be built with slimmable=dict(...)')
         slimming.set_width(backbone, val_width)
+        if norm_affine not in NORM_AFFINE:
+            raise ValueError(f'ScalaModel: norm_affine={norm_affine!r}; accepted: {NORM_AFFINE}')
         slimming.track_norms(backbone, [m for name, m in task.named_modules()     # neck / head BN: per width
-                                        if name != 'backbone' and not name.startswith('backbone.')])
+                                        if name != 'backbone' and not name.startswith('backbone.')],
+                             affine=norm_affine == 'per_width')
         self.head_name = next((n for n in _DISTILLED_HEADS if getattr(task, n, None) is not None), None)
         if self.head_name is None or hasattr(task, 'roi_head'):
             raise NotImplementedError(f'ScalaModel: distillation needs a decode_head (segmentation), a one-stage '
@@ -149,6 +161,12 @@ class ScalaModel(BaseModel):
         self.distill, self.distill_weight, self.warmup_iters = distill, float(distill_weight), int(warmup_iters)
         self.teacher = teacher
         self.val_width = val_width
+        unknown = sorted(set(loss_weights or {}) - set(SCALA_ROLES))
+        if unknown:
+            raise ValueError(f'ScalaModel: loss_weights has unknown roles {unknown}; accepted: {SCALA_ROLES}')
+        self.loss_weights = {role: float((loss_weights or {}).get(role, 1.0)) for role in SCALA_ROLES}
+        if any(not w > 0 for w in self.loss_weights.values()):
+            raise ValueError(f'ScalaModel: loss_weights must be > 0, got {loss_weights}')
         self.rank_choices = (None if rank_ratios is None else
                              slimming.rank_choices(backbone, rank_ratios, 'ScalaModel', 'rank_ratios'))
         if isinstance(calibrate_batches, bool) or not isinstance(calibrate_batches, int) or calibrate_batches < 0:
@@ -209,7 +227,8 @@ class ScalaModel(BaseModel):
                         kd = self.distill_weight * slimming.distillation_loss(out, teacher, self.distill)
                         loss = loss + kd
                         log_vars[f'loss_kd_{role}'] = kd.detach()
-                optim_wrapper.backward(loss)
+                weight = self.loss_weights[role]
+                optim_wrapper.backward(loss if weight == 1.0 else weight * loss)
                 if teacher is None or self.teacher == 'progressive':
                     teacher = slimming.detached(out)
                 log_vars[f'loss_{role}'] = loss.detach()
@@ -220,7 +239,7 @@ class ScalaModel(BaseModel):
         optim_wrapper.step()
         optim_wrapper.zero_grad()
         self._iter += 1
-        log_vars['loss'] = sum(log_vars[f'loss_{r}'] for r in ('full', 'upper', 'lower', 'smallest')
+        log_vars['loss'] = sum(log_vars[f'loss_{r}'] for r in SCALA_ROLES
                                if f'loss_{r}' in log_vars)
         return log_vars
 

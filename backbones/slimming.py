@@ -77,6 +77,7 @@ grid points at run time (not for models with BatchNorm: their statistics exist p
 
 _EPS = 1e-9
 _BN_STATS = ('running_mean', 'running_var')
+_BN_AFFINE = ('weight', 'bias')
 Range = tuple[int, int]
 
 
@@ -631,22 +632,24 @@ def apply_slimmable(model: DenseBackbone, cfg: Any) -> None:
 
 
 def _fill_missing_bn_rows(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    """An ordinary checkpoint (no per-width statistics): every width starts from the full statistics."""
-    for name in _BN_STATS + ('num_batches_tracked',):
+    """An ordinary checkpoint (no per-width rows): every width starts from the full statistics (and, with
+    per-width affine rows, the full weight and bias)."""
+    for name in _BN_STATS + ('num_batches_tracked',) + _BN_AFFINE:
         key, full = prefix + 'slim_' + name, prefix + name
-        if key not in state_dict and full in state_dict:
-            rows = module._buffers['slim_' + name].shape[0]
-            state_dict[key] = state_dict[full].detach().reshape(1, -1).repeat(rows, 1).reshape(
-                module._buffers['slim_' + name].shape)
+        rows = getattr(module, 'slim_' + name, None)
+        if rows is not None and key not in state_dict and full in state_dict:
+            state_dict[key] = state_dict[full].detach().reshape(1, -1).repeat(rows.shape[0], 1).reshape(rows.shape)
 
 
-def track_norms(backbone: nn.Module, modules: Sequence[nn.Module]) -> int:
+def track_norms(backbone: nn.Module, modules: Sequence[nn.Module], affine: bool = False) -> int:
     """Give the BatchNorms among `modules` (the neck and heads reading a slimmable backbone) running
     statistics per trained width, as the backbone's own BatchNorms have: their inputs' statistics change
     with the width, so one shared estimate fits no width (Scala training updates it at four widths per step).
     A uniform width of the trained grid other than 1 uses its row (`slim_running_*` buffers, saved in
     checkpoints; an ordinary checkpoint fills every row from the full statistics); width 1, off-grid and
-    per-group widths use the ordinary statistics. Returns how many BatchNorms were given rows."""
+    per-group widths use the ordinary statistics. `affine=True`: the weight and bias too have a row per
+    width (`slim_weight` / `slim_bias` parameters; slimmable networks' switchable BatchNorm), exported as
+    that width's. Returns how many BatchNorms were given rows."""
     state = _state(backbone, 'track_norms')
     rows = len(state.plan.bn_rows)
     count = 0
@@ -654,6 +657,9 @@ def track_norms(backbone: nn.Module, modules: Sequence[nn.Module]) -> int:
         if (not isinstance(module, nn.modules.batchnorm._BatchNorm) or module.running_mean is None
                 or 'slim_running_mean' in module._buffers):
             continue
+        if affine and module.affine:
+            module.slim_weight = nn.Parameter(module.weight.detach().repeat(rows, 1))
+            module.slim_bias = nn.Parameter(module.bias.detach().repeat(rows, 1))
         _add_bn_rows(module, rows)
         module.register_forward_pre_hook(functools.partial(_enter_downstream_norm, state))
         module.register_forward_hook(_exit_downstream_norm, always_call=True)
@@ -676,17 +682,22 @@ def _downstream_row(state: _SlimState) -> Optional[int]:
 
 def _enter_downstream_norm(state: _SlimState, module: nn.Module, args: tuple) -> None:
     row = _downstream_row(state)
-    saved = {}
+    saved, saved_affine = {}, {}
     if row is not None:
         for name in _BN_STATS + ('num_batches_tracked',):
             saved[name] = module._buffers[name]
             module._buffers[name] = module._buffers['slim_' + name][row]
-    module._slim_saved = saved
+        if 'slim_weight' in module._parameters:       # per-width affine: that width's row (a view: its gradient)
+            for name in _BN_AFFINE:
+                saved_affine[name] = module._parameters[name]
+                module._parameters[name] = module._parameters['slim_' + name][row]
+    module._slim_saved, module._slim_saved_affine = saved, saved_affine
 
 
 def _exit_downstream_norm(module: nn.Module, args: tuple, output: Any) -> None:
     module._buffers.update(getattr(module, '_slim_saved', {}))
-    module._slim_saved = {}
+    module._parameters.update(getattr(module, '_slim_saved_affine', {}))
+    module._slim_saved, module._slim_saved_affine = {}, {}
 
 
 def reset_norm_statistics(backbone: nn.Module, norms: Sequence[nn.Module]) -> None:
@@ -1057,7 +1068,8 @@ def _ocr_head_inputs(cfg: dict, prefix: str, state: dict, counts: list[int]) -> 
 
 
 SCALA_WRAPPER_ARGS = ('type', 'task', 'model', 'warmup_iters', 'distill', 'distill_weight', 'teacher', 'val_width',
-                      'seed', 'init_cfg', 'rank_ratios', 'calibrate_batches', 'calibrate_widths')
+                      'seed', 'init_cfg', 'rank_ratios', 'calibrate_batches', 'calibrate_widths', 'loss_weights',
+                      'norm_affine')
 INPUT_CONSUMERS = {'FPN': _fpn_inputs, 'HRFPN': _hrfpn_inputs, 'HeatmapHead': _heatmap_head_inputs,
                    'FCNHead': _fcn_head_inputs, 'UPerHead': _uper_head_inputs, 'OCRHead': _ocr_head_inputs}
 """Config type of a module reading the backbone outputs → which of its weights read which outputs."""
@@ -1164,8 +1176,8 @@ def _sub_network_state(model: nn.Module, width: Any) -> _SlimState:
 
 
 def _downstream_statistics(state_dict: dict[str, torch.Tensor], row: Optional[int]) -> dict[str, torch.Tensor]:
-    """Neck / head state dict with each tracked BatchNorm's statistics of `row` (`track_norms`; None: its
-    own) as its ordinary ones and the per-width rows dropped."""
+    """Neck / head state dict with each tracked BatchNorm's statistics (and per-width affine) of `row`
+    (`track_norms`; None: its own) as its ordinary ones and the per-width rows dropped."""
     out = {k: v for k, v in state_dict.items() if '.slim_' not in k}
     if row is not None:
         for key, value in state_dict.items():

@@ -349,20 +349,44 @@ def test_scala_training_step(monkeypatch, teacher):
     assert backbones.get_width(model.model.backbone) == 1.0
 
 
-def _scala_model_with_head_bn():
-    """_scala_model with a BatchNorm1d in front of the head's linear layer, tracked per width."""
-    model = _scala_model(warmup_iters=0, backbone_kw=dict(slimmable=dict(), drop_path_rate=0.0))
+def _scala_model_with_head_bn(affine: bool = False):
+    """_scala_model with a BatchNorm1d in front of the head's linear layer, tracked per width (`affine`:
+    its weight and bias too)."""
+    model = _scala_model(warmup_iters=0, backbone_kw=dict(slimmable=dict(), drop_path_rate=0.0),
+                         norm_affine='per_width' if affine else 'shared')
     head_bn = torch.nn.BatchNorm1d(model.model.backbone.out_channels[-1])
     model.model.head = torch.nn.Sequential(head_bn, model.model.head)
-    assert slimming.track_norms(model.model.backbone, list(model.model.head.modules())) == 1
+    assert slimming.track_norms(model.model.backbone, list(model.model.head.modules()), affine=affine) == 1
     return model, head_bn
+
+
+def _exported_head_bn(backbone, head_bn, width: float) -> dict:
+    """The state that export-width writes for the head BatchNorm (as `head.0`) at `width`: no per-width rows."""
+    state = {f'head.0.{k}': v for k, v in head_bn.state_dict().items()}
+    exported = slimming._downstream_statistics(state, slimming._downstream_row(
+        slimming._sub_network_state(backbone, width)))
+    assert not any('slim_' in k for k in exported)
+    return exported
+
+
+def _rows_trained_by_one_step(model, lr: float) -> set[int]:
+    """One Scala training step (SGD at `lr`); the per-width rows (indices in the grid) of the widths below 1
+    it trained."""
+    from mmengine.optim import OptimWrapper
+    widths = []
+    draw = slimming.scala_widths
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(slimming, 'scala_widths', lambda m, rng: widths.extend(draw(m, rng)) or widths)
+        model.train_step(dict(inputs=image(), data_samples=torch.tensor([1, 3])),
+                         OptimWrapper(torch.optim.SGD(model.parameters(), lr=lr)))
+    grid = slimming.trained_widths(model.model.backbone)
+    return {grid.index(w) for w in widths if w != 1.0}
 
 
 def test_scala_keeps_head_batchnorm_statistics_per_width():
     """The neck / head BatchNorms of a Scala model keep running statistics per trained width: a training
     pass at width r updates r's row only (width 1: the ordinary statistics), evaluation at r reads that row,
     and export-width writes that row as the exported head's statistics."""
-    from mmengine.optim import OptimWrapper
     model, head_bn = _scala_model_with_head_bn()
     backbone = model.model.backbone
     assert slimming.track_norms(backbone, [head_bn]) == 0                       # once
@@ -370,13 +394,7 @@ def test_scala_keeps_head_batchnorm_statistics_per_width():
     rows = head_bn.slim_running_mean.clone()
     assert rows.shape == (len(grid) - 1, head_bn.num_features)
     full_before = head_bn.running_mean.clone()
-    widths = []
-    draw = slimming.scala_widths
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(slimming, 'scala_widths', lambda m, rng: widths.extend(draw(m, rng)) or widths)
-        model.train_step(dict(inputs=image(), data_samples=torch.tensor([1, 3])),
-                         OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0)))
-    trained = {grid.index(w) for w in widths if w != 1.0}
+    trained = _rows_trained_by_one_step(model, lr=0.0)
     assert len(trained) == 3 and not torch.equal(head_bn.running_mean, full_before)
     for i in range(len(grid) - 1):
         assert torch.equal(head_bn.slim_running_mean[i], rows[i]) != (i in trained)
@@ -389,15 +407,53 @@ def test_scala_keeps_head_batchnorm_statistics_per_width():
     assert torch.equal(seen[0], head_bn.slim_running_mean[0]) and torch.equal(seen[1], head_bn.running_mean)
     assert head_bn._buffers['running_mean'] is full                           # restored after each forward
 
-    state = {f'head.0.{k}': v for k, v in head_bn.state_dict().items()}
-    exported = slimming._downstream_statistics(state, slimming._downstream_row(
-        slimming._sub_network_state(backbone, 0.25)))
-    assert not any('slim_' in k for k in exported)
+    exported = _exported_head_bn(backbone, head_bn, 0.25)
     assert torch.equal(exported['head.0.running_mean'], head_bn.slim_running_mean[0])
     assert torch.equal(exported['head.0.running_var'], head_bn.slim_running_var[0])
-    at_one = slimming._downstream_statistics(state, slimming._downstream_row(
-        slimming._sub_network_state(backbone, 1.0)))
+    at_one = _exported_head_bn(backbone, head_bn, 1.0)
     assert torch.equal(at_one['head.0.running_mean'], head_bn.running_mean)
+
+
+def test_per_width_norm_affine_trains_reads_exports_and_loads_per_width():
+    """track_norms(affine=True) (ScalaModel(norm_affine='per_width')): a weight and bias row per trained width
+    besides the statistics; a training pass at width r updates r's row (width 1: the ordinary ones); an
+    evaluation at r normalises with r's row; export-width writes that row; an ordinary checkpoint fills
+    every row from the ordinary weight and bias."""
+    model, head_bn = _scala_model_with_head_bn(affine=True)
+    backbone = model.model.backbone
+    grid = slimming.trained_widths(backbone)
+    assert isinstance(head_bn.slim_weight, torch.nn.Parameter) and head_bn.slim_bias.shape == (len(grid) - 1,
+                                                                                             head_bn.num_features)
+    names = {n for n, _ in model.named_parameters()}
+    assert {'model.head.0.slim_weight', 'model.head.0.slim_bias', 'model.head.0.weight'} <= names
+    rows, full = head_bn.slim_weight.detach().clone(), head_bn.weight.detach().clone()
+    trained = _rows_trained_by_one_step(model, lr=0.5)
+    assert len(trained) == 3 and not torch.equal(head_bn.weight, full)
+    for i in range(len(grid) - 1):
+        assert torch.equal(head_bn.slim_weight[i], rows[i]) != (i in trained)
+    assert isinstance(head_bn._parameters['weight'], torch.nn.Parameter)           # restored after each pass
+
+    model.eval()
+    with torch.no_grad():
+        head_bn.slim_weight[0].uniform_(0.5, 2.0)
+        head_bn.slim_bias[0].normal_()
+        with slimming.at_width(backbone, 0.25):
+            feats = backbone(image())[-1].mean((2, 3))
+            got = head_bn(feats)
+    expected = torch.nn.functional.batch_norm(feats, head_bn.slim_running_mean[0], head_bn.slim_running_var[0],
+                                              head_bn.slim_weight[0], head_bn.slim_bias[0], False, 0.0, head_bn.eps)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+    exported = _exported_head_bn(backbone, head_bn, 0.25)
+    assert torch.equal(exported['head.0.weight'], head_bn.slim_weight[0])
+    assert torch.equal(exported['head.0.bias'], head_bn.slim_bias[0])
+
+    ordinary = torch.nn.BatchNorm1d(head_bn.num_features)
+    torch.nn.init.uniform_(ordinary.weight)
+    head_bn.load_state_dict(ordinary.state_dict())
+    assert torch.equal(head_bn.slim_weight, ordinary.weight.detach().expand_as(head_bn.slim_weight))
+    with pytest.raises(ValueError, match="norm_affine='private'"):
+        _scala_model(norm_affine='private')
 
 
 def test_scala_calibration_re_estimates_the_statistics_of_each_width():
@@ -424,6 +480,30 @@ def test_scala_calibration_re_estimates_the_statistics_of_each_width():
 def test_scala_model_refuses_an_unknown_teacher():
     with pytest.raises(ValueError, match="teacher='next'.*progressive"):
         _scala_model(teacher='next')
+
+
+def test_scala_loss_weights_scale_the_gradient_of_a_role():
+    """loss_weights=dict(smallest=w): the smallest pass's loss (label + distillation) enters the one
+    accumulated gradient w times; the other passes are unchanged, so the gradients are affine in w."""
+    from mmengine.optim import OptimWrapper
+    data = dict(inputs=image(), data_samples=torch.tensor([1, 3]))
+
+    def gradient(**kw):
+        torch.manual_seed(0)
+        model = _scala_model(warmup_iters=0, backbone_kw=dict(slimmable=dict(), drop_path_rate=0.0), **kw)
+        wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0))
+        grads = []
+        wrapper.step = lambda **_: grads.extend(p.grad.clone() for p in model.parameters() if p.grad is not None)
+        model.train_step(data, wrapper)
+        return torch.cat([g.flatten() for g in grads])
+    one, two, three = gradient(), gradient(loss_weights=dict(smallest=2.0)), gradient(loss_weights={'smallest': 3})
+    assert not torch.allclose(one, two)
+    torch.testing.assert_close(three - one, 2 * (two - one), rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(gradient(loss_weights=dict(full=1.0)), one, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown roles \\['tiny'\\]"):
+        _scala_model(loss_weights=dict(tiny=2.0))
+    with pytest.raises(ValueError, match='> 0'):
+        _scala_model(loss_weights=dict(smallest=0))
 
 
 def test_scala_wrapper_arguments_are_the_scala_model_arguments():
@@ -752,6 +832,35 @@ def test_scala_experiment_seeds_and_table(tmp_path):
         (where / f"result-{r['teacher'] or 'config'}.json").write_text(json.dumps(r))
     assert [(r['seed'], r['teacher']) for r in experiment.collect(tmp_path / 'out')] == [(0, None), (1, None),
                                                                                       (0, 'full')]
+
+
+def test_scala_experiment_variants_are_named_runs_of_their_own(tmp_path):
+    """tools/scala_experiment.py --set KEY=VALUE: ScalaModel keys, dotted into nested dicts, make a variant
+    named by its options (a lone teacher by its value, as in older results), tabled apart from the config's."""
+    experiment = _scala_experiment_tool()
+    demo = Path(experiment.__file__).resolve().parents[1] / 'configs' / 'demo'
+    scala = experiment.scaled_config(demo / 'fpn_focalnet-demo-scala_demo-shapes.py', 0.25, tmp_path)
+    experiment.set_options(scala['model'], {'backbone.slimmable.step': 0.25, 'teacher': 'full'})
+    assert scala['model']['backbone']['slimmable'] == dict(min_width=0.25, step=0.25)
+    assert scala['model']['teacher'] == 'full' and scala['model']['backbone']['type'] == 'backbones.FocalNet'
+    with pytest.raises(ValueError, match='not a dict'):
+        experiment.set_options(scala['model'], {'teacher.x': 1})
+    assert experiment.parse_options(['backbone.slimmable.step=0.25', 'teacher=full', 'neck.in_channels=[8, 16]']) == {
+        'backbone.slimmable.step': 0.25, 'teacher': 'full', 'neck.in_channels': [8, 16]}
+    with pytest.raises(ValueError, match='KEY=VALUE'):
+        experiment.parse_options(['teacher'])
+    assert experiment.variant_name(None) == '' and experiment.variant_name({'teacher': 'full'}) == 'full'
+    assert experiment.variant_name({'backbone.slimmable.step': 0.25, 'distill_weight': 2}) == \
+        'backbone.slimmable.step=0.25,distill_weight=2'
+    plain = experiment.scaled_config(demo / 'fpn_focalnet-demo_demo-shapes.py', 0.25, tmp_path)
+    # the separately trained models do not depend on the variant: their runs are shared
+    assert experiment.narrow_config(scala, plain, 0.5) == experiment.narrow_config(
+        experiment.scaled_config(demo / 'fpn_focalnet-demo-scala_demo-shapes.py', 0.25, tmp_path), plain, 0.5)
+    rows = [dict(task='seg', seed=0, teacher=None, variant='step=0.25', width=w, metric='mIoU', scala=80.0,
+                 separate=80.5, difference=-0.5) for w in experiment.WIDTHS]
+    text = experiment.table([dict(task='seg', seed=0, teacher=None, variant='step=0.25', iters=4, scale=1.0,
+                                  scala_wall_s=9.0, separate_wall_s=10.0, rows=rows)])
+    assert '| seg | step=0.25 | 0.25 | mIoU | 1 |' in text and '| Scala variant |' in text
 
 
 def test_benchmark_times_each_exported_width_against_the_sliced_model():

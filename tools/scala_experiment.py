@@ -2,7 +2,7 @@
 """Scala evidence experiment (issue 16), one command:
 
     python tools/scala_experiment.py [--out work_dirs/scala_experiment] [--tasks det seg pose] [--scale 1.0]
-                                     [--seeds 0 1 2] [--val 240]
+                                     [--seeds 0 1 2] [--val 240] [--teacher full] [--set KEY=VALUE ...]
 
 Per task (det: RetinaNet + Twins-PCPVT, seg: Semantic FPN + FocalNet, pose: top-down heatmaps + HRFormer; the
 demo configs `configs/demo/*-scala_*`) and per seed (`randomness.seed` of every run and the ScalaModel's width
@@ -30,11 +30,18 @@ OUT/<task>/scala/config.py and OUT/<task>/scala/checkpoint.pth (seed S: OUT/seed
 meta; `backbones export-width OUT/<task>/scala/config.py OUT/<task>/scala/checkpoint.pth --width R --out DIR`
 exports any trained width). A finished training (its `run.json`) is reused when the command is repeated with
 the same OUT, scale, seed and data.
+
+Variants of the Scala training (`--teacher full`, `--set backbone.slimmable.step=0.25`, `--set
+loss_weights.smallest=2`: ScalaModel keys, dotted into nested dicts) are runs of their own, named by their options
+(OUT/<task>/scala-<variant>, result-<variant>.json) beside the config's, and compared with the same
+separately trained models.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -179,11 +186,52 @@ def backbone_cost(backbone_cfg: dict, size: tuple[int, int], repeats: int = 5, w
                 latency_ms=1000 * statistics.median(times))
 
 
+def variant_name(options: Optional[dict]) -> str:
+    """A Scala variant's name: '' for the config's own run, the teacher alone for a teacher option (as in
+    earlier results: 'full'), else 'key=value,...' in the given order."""
+    if not options:
+        return ''
+    if list(options) == ['teacher']:
+        return str(options['teacher'])
+    return ','.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in options.items())
+
+
+def _file_name(variant: str) -> str:
+    return re.sub(r'[^\w.=-]+', '_', variant)
+
+
+def parse_options(items: list[str]) -> dict:
+    """`--set` items KEY=VALUE → {KEY: value}: a Python literal (number, list, ...), else the text."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            raise ValueError(f'--set {item!r}: expected KEY=VALUE')
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return options
+
+
+def set_options(model_cfg: dict, options: dict) -> None:
+    """`options` ({'a.b': value}) written into the ScalaModel config, dotted keys into nested dicts."""
+    for key, value in options.items():
+        *parents, leaf = key.split('.')
+        node = model_cfg
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f'--set {key}: {part!r} is not a dict in the Scala config')
+        node[leaf] = value
+
+
 def experiment(task: str, out: Path, scale: float, data: Path, verify: bool, seed: int = 0,
-               measure: bool = True, teacher: Optional[str] = None) -> dict:
+               measure: bool = True, options: Optional[dict] = None) -> dict:
     """One seed of one task under `out`; `measure`: parameters and latency of each exported width;
-    `teacher`: the ScalaModel's (None: the config's), its runs apart from the config's own (`scala-full`)
-    while the separate runs are shared."""
+    `options` ({dotted ScalaModel key: value}, e.g. teacher): a variant of the Scala training (None: the
+    config's), its runs apart from the config's own (`scala-<variant>`) while the separate runs
+    are shared."""
     import torch
     from mmengine.config import Config
     scala_name, plain_name, key, size = TASKS[task]
@@ -191,10 +239,10 @@ def experiment(task: str, out: Path, scale: float, data: Path, verify: bool, see
     scala_cfg = scaled_config(REPO / 'configs' / 'demo' / scala_name, scale, data, seed)
     plain_cfg = scaled_config(REPO / 'configs' / 'demo' / plain_name, scale, data, seed)
     iters = scala_cfg['train_cfg']['max_iters']
-    name = 'scala'
-    if teacher is not None:
-        scala_cfg['model']['teacher'] = teacher
-        name = f'scala-{teacher}'
+    options = dict(options or {})
+    set_options(scala_cfg['model'], options)
+    variant = variant_name(options)
+    name = f'scala-{_file_name(variant)}' if variant else 'scala'
 
     # the Scala model, trained once; kept at stable names for other tools
     stable = root / name
@@ -227,7 +275,8 @@ def experiment(task: str, out: Path, scale: float, data: Path, verify: bool, see
              str(stable / 'checkpoint.pth'), '--width', f'{width:g}', '--out', str(export_dir), '--trust'],
             root / 'runs' / f'{name}-export-{width:g}.log')
         exported_cfg = Config.fromfile(str(export_dir / f'config_width-{width:g}.py'))
-        row = dict(task=task, seed=seed, teacher=teacher, width=width, metric=key,
+        row = dict(task=task, seed=seed, teacher=options.get('teacher'), variant=variant, width=width,
+                   metric=key,
                    scala=last(scala_records, f'{key}@{width:g}'),
                    separate=separate, separate_wall_s=sep_run['wall_s'])
         if measure:
@@ -247,7 +296,8 @@ def experiment(task: str, out: Path, scale: float, data: Path, verify: bool, see
         rows.append(row)
         print(f'[{task} seed {seed}] width {width:g}: Scala {row["scala"]}, separate {separate}, exported '
               f'{row.get("exported", "-")}', flush=True)
-    return dict(task=task, seed=seed, teacher=teacher, iters=iters, scale=scale, scala_wall_s=scala_run['wall_s'],
+    return dict(task=task, seed=seed, teacher=options.get('teacher'), variant=variant, iters=iters, scale=scale,
+                scala_wall_s=scala_run['wall_s'],
                 separate_wall_s=separate_wall, rows=rows)
 
 
@@ -263,13 +313,13 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def table(results: list[dict]) -> str:
     """Per task and width: the mean ± standard deviation over seeds of the Scala and separate metrics and of
     their difference, each seed's difference, whether the mean difference meets the goal; cost per seed."""
-    lines = ['| task | Scala teacher | width | metric | seeds | Scala | separate | Scala − separate (mean ± sd) | '
+    lines = ['| task | Scala variant | width | metric | seeds | Scala | separate | Scala − separate (mean ± sd) | '
              'per seed | within 1 point | exported = Scala | exported params (backbone) | backbone latency (ms) |',
              '|' + '---|' * 13]
     met = total = 0
-    for task, teacher in sorted({(r['task'], _teacher(r)) for r in results},
+    for task, variant in sorted({(r['task'], _variant(r)) for r in results},
                                 key=lambda k: (list(TASKS).index(k[0]), k[1])):
-        runs = [r for r in results if r['task'] == task and _teacher(r) == teacher]
+        runs = [r for r in results if r['task'] == task and _variant(r) == variant]
         cost_runs = [r for r in results if r['task'] == task]
         for i, width in enumerate(WIDTHS):
             cells = [r['rows'][i] for r in runs if len(r['rows']) > i]
@@ -285,7 +335,7 @@ def table(results: list[dict]) -> str:
             exact = all(c.get('exported') == c['scala'] for c in done if 'exported' in c)
             cost = next((r['rows'][i] for r in cost_runs if 'exported_params' in r['rows'][i]), None)
             lines.append(
-                f"| {task} | {teacher or 'config'} | {width:g} | {key} | {len(done)} | "
+                f"| {task} | {variant or 'config'} | {width:g} | {key} | {len(done)} | "
                 f"{scala[0]:.4f} ± {scala[1]:.4f} | {separate[0]:.4f} ± {separate[1]:.4f} | "
                 f"{diff[0]:+.4f} ± {diff[1]:.4f} | "
                 f"{per_seed} | {'yes' if ok else 'no'} | "
@@ -293,10 +343,10 @@ def table(results: list[dict]) -> str:
                 + (f"{cost['exported_params']:,} ({cost['backbone_params']:,}) | {cost['latency_ms']:.2f} |"
                    if cost else '- | - |'))
     lines += ['', f'Rows whose mean difference is within 1 point or better: {met} of {total}.', '',
-              '| task | Scala teacher | seed | iterations (scale) | Scala training (s) | four separate trainings (s) | '
+              '| task | Scala variant | seed | iterations (scale) | Scala training (s) | four separate trainings (s) | '
               'ratio |', '|---|---|---|---|---|---|---|']
     for res in results:
-        lines.append(f"| {res['task']} | {res.get('teacher') or 'config'} | {res.get('seed', 0)} | "
+        lines.append(f"| {res['task']} | {_variant(res) or 'config'} | {res.get('seed', 0)} | "
                      f"{res['iters']} ({res['scale']:g}) | "
                      f"{res['scala_wall_s']:.0f} | {res['separate_wall_s']:.0f} | "
                      f"{res['scala_wall_s'] / res['separate_wall_s']:.2f} |")
@@ -314,11 +364,20 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument('--teacher', choices=['progressive', 'full'], default=None,
                         help="the Scala runs' distillation teacher (default: the config's); other Scala runs "
                              'in the same OUT and the separate runs are kept and reused')
+    parser.add_argument('--set', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='a Scala variant: ScalaModel config keys (dotted into nested dicts, values as '
+                             'Python literals), e.g. backbone.slimmable.step=0.25 smallest_weight=2')
     parser.add_argument('--no-verify', action='store_true',
                         help='skip evaluating the exported models with tools/test.py')
     args = parser.parse_args(argv)
     if args.val < 1 or len(set(args.seeds)) != len(args.seeds):
         parser.error('--val must be >= 1 and --seeds distinct')
+    try:
+        options = parse_options(args.set)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.teacher is not None:
+        options['teacher'] = args.teacher
     out = Path(args.out).resolve()
     from backbones.demo_data import make_demo_data
     data = make_demo_data(out / 'data' / f'demo-val{args.val}', val=args.val).resolve()
@@ -326,24 +385,25 @@ def main(argv: Optional[list[str]] = None) -> None:
         for seed in args.seeds:
             where = out if seed == 0 else out / f'seed{seed}'
             result = experiment(task, where, args.scale, data, not args.no_verify, seed,
-                                measure=seed == 0 and args.teacher is None, teacher=args.teacher)
-            (where / task / f"result-{args.teacher or 'config'}.json").write_text(json.dumps(result, indent=1))
+                                measure=seed == 0 and not options, options=options)
+            name = _file_name(result['variant']) or 'config'
+            (where / task / f'result-{name}.json').write_text(json.dumps(result, indent=1))
             results = collect(out)
             (out / 'results.json').write_text(json.dumps(results, indent=1))
             (out / 'results.md').write_text(table(results) + '\n')
     print(table(collect(out)))
 
 
-def _teacher(result: dict) -> str:
-    """A run's Scala teacher, '' for the config's own (the key is absent in older result files)."""
-    return result.get('teacher') or ''
+def _variant(result: dict) -> str:
+    """A run's Scala variant, '' for the config's own (older result files name only a teacher)."""
+    return result.get('variant') or result.get('teacher') or ''
 
 
 def collect(out: Path) -> list[dict]:
-    """Every finished (task, seed, teacher) run under `out` (its result-*.json, written when it ends; runs of
+    """Every finished (task, seed, variant) run under `out` (its result-*.json, written when it ends; runs of
     other commands and of concurrent ones included), in table order."""
     results = [json.loads(f.read_text()) for f in sorted(out.glob('**/result-*.json'))]
-    return sorted(results, key=lambda r: (list(TASKS).index(r['task']), _teacher(r), r.get('seed', 0)))
+    return sorted(results, key=lambda r: (list(TASKS).index(r['task']), _variant(r), r.get('seed', 0)))
 
 
 if __name__ == '__main__':
