@@ -227,8 +227,7 @@ class ScalaModel(BaseModel):
                         kd = self.distill_weight * slimming.distillation_loss(out, teacher, self.distill)
                         loss = loss + kd
                         log_vars[f'loss_kd_{role}'] = kd.detach()
-                weight = self.loss_weights[role]
-                optim_wrapper.backward(loss if weight == 1.0 else weight * loss)
+                optim_wrapper.backward(self.loss_weights[role] * loss)
                 if teacher is None or self.teacher == 'progressive':
                     teacher = slimming.detached(out)
                 log_vars[f'loss_{role}'] = loss.detach()

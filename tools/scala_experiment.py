@@ -366,7 +366,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                              'in the same OUT and the separate runs are kept and reused')
     parser.add_argument('--set', nargs='+', default=[], metavar='KEY=VALUE',
                         help='a Scala variant: ScalaModel config keys (dotted into nested dicts, values as '
-                             'Python literals), e.g. backbone.slimmable.step=0.25 smallest_weight=2')
+                             'Python literals), e.g. backbone.slimmable.step=0.25 loss_weights.smallest=2')
     parser.add_argument('--no-verify', action='store_true',
                         help='skip evaluating the exported models with tools/test.py')
     args = parser.parse_args(argv)
